@@ -75,12 +75,9 @@ def make_scenario(name: str = "paper", seed: int = 0) -> Scenario:
     if name == "paper-genrich":
         base = make_scenario("paper", seed)
         sites = tuple(
-            dataclasses.replace(site, gen_capacity_mw=2.0 * site.gen_capacity_mw)
-            for site in base.sites
+            dataclasses.replace(site, gen_capacity_mw=2.0 * site.gen_capacity_mw) for site in base.sites
         )
-        return base.replace(
-            name=f"paper-genrich-s{seed}", sites=sites, renewable_mw=2.0 * base.renewable_mw
-        )
+        return base.replace(name=f"paper-genrich-s{seed}", sites=sites, renewable_mw=2.0 * base.renewable_mw)
     return _draw(name, int(seed))
 
 

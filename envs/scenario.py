@@ -399,8 +399,7 @@ class Scenario:
             "carbon_price_usd_per_t": float(self.carbon_price_usd_per_t),
             "sites": [_plain(dataclasses.asdict(site)) for site in self.sites],
             "jobs": [
-                {**_plain(dataclasses.asdict(job)), "eligible": list(job.eligible)}
-                for job in self.jobs
+                {**_plain(dataclasses.asdict(job)), "eligible": list(job.eligible)} for job in self.jobs
             ],
             "classes": [
                 {**_plain(dataclasses.asdict(cls)), "latency_ms": list(cls.latency_ms)}
@@ -420,12 +419,10 @@ class Scenario:
                 dt_h=data["dt_h"],
                 sites=tuple(Site(**site) for site in data["sites"]),
                 jobs=tuple(
-                    TrainingJob(**{**job, "eligible": tuple(job["eligible"])})
-                    for job in data["jobs"]
+                    TrainingJob(**{**job, "eligible": tuple(job["eligible"])}) for job in data["jobs"]
                 ),
                 classes=tuple(
-                    InferenceClass(**{**c, "latency_ms": tuple(c["latency_ms"])})
-                    for c in data["classes"]
+                    InferenceClass(**{**c, "latency_ms": tuple(c["latency_ms"])}) for c in data["classes"]
                 ),
                 carbon_budget_t=data.get("carbon_budget_t"),
                 carbon_price_usd_per_t=data.get("carbon_price_usd_per_t", 0.0),
