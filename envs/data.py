@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from envs.presets import _RENEWABLE, _paper_site, cooling_coefficient, make_scenario
+from envs.presets import RENEWABLE_TEMPLATES, paper_site, cooling_coefficient, make_scenario
 from envs.scenario import InferenceClass, Scenario, ScenarioError, Site, TrainingJob
 
 TIMESTAMP = "timestamp"
@@ -224,7 +224,7 @@ def scenario_from_csv(
     renewable = solar_cap[:, None] * series[SOLAR_CF] + wind_cap[:, None] * series[WIND_CF]
 
     site_list = (
-        tuple(sites) if sites is not None else tuple(_rename(_paper_site(0), path.stem) for path in paths)
+        tuple(sites) if sites is not None else tuple(_rename(paper_site(0), path.stem) for path in paths)
     )
     dt_h = _hours(step)
     job_list, class_list, demand = _workload(jobs, classes, demand_gpus, S, window, dt_h, seed)
@@ -385,9 +385,11 @@ def _window(tables: list[_SiteTable], start: Any, periods: int | None) -> pd.Dat
 def _capacities(arg: str, given: Sequence[float] | None, kind: str, S: int) -> np.ndarray:
     """Installed MW per site of one renewable ``kind``: the argument, or the paper template."""
     if given is None:
-        if S > len(_RENEWABLE):
-            raise ScenarioError(f"{arg}: no default beyond {len(_RENEWABLE)} sites; give one value per site")
-        return np.array([peak if k == kind else 0.0 for k, peak in _RENEWABLE[:S]])
+        if S > len(RENEWABLE_TEMPLATES):
+            raise ScenarioError(
+                f"{arg}: no default beyond {len(RENEWABLE_TEMPLATES)} sites; give one value per site"
+            )
+        return np.array([peak if k == kind else 0.0 for k, peak in RENEWABLE_TEMPLATES[:S]])
     caps = list(given)
     if len(caps) != S:
         raise ScenarioError(f"{arg}: {len(caps)} values given for {S} sites (need one per site)")

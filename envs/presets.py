@@ -42,7 +42,7 @@ PRESETS: dict[str, dict[str, int]] = {
 }
 """Preset sizes; ``PRESETS[name]["J"]`` is also the env's number of job slots."""
 
-BUDGET_FACTOR = 1.0
+BUDGET_FACTOR = 0.751
 """Carbon budget = BUDGET_FACTOR x grid-only emissions of the carbon-agnostic workload."""
 
 CARBON_PRICE_USD_PER_T = 80.0
@@ -50,7 +50,7 @@ CARBON_PRICE_USD_PER_T = 80.0
 # Site templates, in site order; the first three are MODEL.md §8's paper sites.
 _BASE_PRICE = (80.0, 60.0, 70.0, 75.0, 65.0, 85.0, 55.0, 72.0, 68.0, 78.0)
 _CARBON = (0.62, 0.40, 0.22, 0.50, 0.30, 0.55, 0.35, 0.45, 0.25, 0.60)
-_RENEWABLE = (
+RENEWABLE_TEMPLATES = (  # (kind, peak or installed MW) per site
     ("solar", 5.0),
     ("wind", 8.0),
     ("solar", 12.0),
@@ -81,8 +81,9 @@ def make_scenario(name: str = "paper", seed: int = 0) -> Scenario:
     return _draw(name, int(seed))
 
 
-def _paper_site(i: int) -> Site:
-    kind, _ = _RENEWABLE[i]
+def paper_site(i: int) -> Site:
+    """The hardware of preset site i (MODEL.md §8): 20,000 GPUs, 4 MW gas, 40 MWh battery."""
+    kind, _ = RENEWABLE_TEMPLATES[i]
     return Site(
         name=f"dc{i}-{kind}",
         gpu_capacity=20_000,
@@ -125,7 +126,7 @@ def _draw(name: str, seed: int) -> Scenario:
 
     renewable = np.zeros((S, T))
     for s in range(S):
-        kind, peak = _RENEWABLE[s]
+        kind, peak = RENEWABLE_TEMPLATES[s]
         if kind == "solar":
             cloud_loss = rng.uniform(0.0, 0.2, T)
             renewable[s] = peak * sun * (1.0 - cloud_loss)
@@ -206,7 +207,7 @@ def _draw(name: str, seed: int) -> Scenario:
         name=f"{name}-s{seed}",
         T=T,
         dt_h=1.0,
-        sites=tuple(_paper_site(s) for s in range(S)),
+        sites=tuple(paper_site(s) for s in range(S)),
         jobs=tuple(jobs),
         classes=tuple(classes),
         cooling=cooling,
