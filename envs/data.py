@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from envs.presets import RENEWABLE_TEMPLATES, paper_site, cooling_coefficient, make_scenario
+from envs.presets import RENEWABLE_TEMPLATES, cooling_coefficient, make_scenario, paper_site
 from envs.scenario import InferenceClass, Scenario, ScenarioError, Site, TrainingJob
 
 TIMESTAMP = "timestamp"
