@@ -1,0 +1,539 @@
+"""The joint MILP of MODEL.md §3-§6 in PuLP: variables, one ``add_*`` function per constraint family,
+the objective, and :func:`build_model`.
+
+Sign conventions: every power variable is >= 0 and in MW, averaged over a period of ``dt_h`` hours;
+energies are ``power * dt_h`` in MWh; money is USD; emissions are tCO2. A site's power balance reads
+``load + charge + export = renewable_used + gen + discharge + import``.
+
+The configurations of MODEL.md §6 are flags of this one builder: all but ``energy_only`` are
+transformations of the scenario (:func:`transform_scenario`), and ``energy_only`` fixes the workload
+variables to the carbon-agnostic rule of :mod:`envs.rules`.
+
+Periods: the model covers ``t0 .. t_end - 1`` where ``t0 = initial_state.period`` (0 by default) and
+``t_end = min(T, t0 + window)`` (``T`` by default). Variables are keyed by absolute period indices.
+
+Variables that can only be zero are not created (a start outside its job's window or at an
+ineligible site, a serve on a non-route, a battery of zero capacity, a generator of zero capacity, an
+export whose price is not positive, renewable use where none is available); the import/export
+binary ``g`` is only created in periods where it can matter (see :func:`add_grid`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pulp
+
+from envs.rules import greedy_workload, route_order
+from envs.scenario import OperatingState, Scenario
+
+CONFIGS: tuple[str, ...] = ("joint", "compute_only", "energy_only", "no_battery", "no_routing", "no_carbon")
+"""The configurations of MODEL.md §6, in table order."""
+
+Key2 = tuple[int, int]
+Key3 = tuple[int, int, int]
+
+
+class ModelError(ValueError):
+    """The request cannot be turned into a model (unknown config, inconsistent initial state)."""
+
+
+# ------------------------------------------------------------------------------------------ configs
+def transform_scenario(sc: Scenario, config: str) -> Scenario:
+    """The scenario a configuration solves (MODEL.md §6); ``joint`` and ``energy_only`` return ``sc``.
+
+    - ``compute_only``: ``capacity_mwh = gen_capacity_mw = export_limit_mw = 0`` at every site;
+    - ``no_battery``: ``capacity_mwh = 0``;
+    - ``no_routing``: every route of a class but its lowest-latency one (ties broken by site index,
+      as :func:`envs.rules.route_order`) is removed by setting that latency to ``slo_ms + 1`` ms;
+    - ``no_carbon``: ``carbon_budget_t = None`` (the carbon price stays).
+    """
+    if config not in CONFIGS:
+        raise ModelError(f"config: unknown configuration {config!r}; choose one of {list(CONFIGS)}")
+    if config == "compute_only":
+        return sc.replace_sites(capacity_mwh=0.0, gen_capacity_mw=0.0, export_limit_mw=0.0)
+    if config == "no_battery":
+        return sc.replace_sites(capacity_mwh=0.0)
+    if config == "no_carbon":
+        return sc.replace(carbon_budget_t=None)
+    if config == "no_routing":
+        classes = []
+        for k, cls in enumerate(sc.classes):
+            order = route_order(sc, k)
+            latency = tuple(
+                cls.slo_ms + 1.0 if (s in order and s != order[0]) else lat
+                for s, lat in enumerate(cls.latency_ms)
+            )
+            classes.append(dataclasses.replace(cls, latency_ms=latency))
+        return sc.replace(classes=tuple(classes))
+    return sc
+
+
+# ------------------------------------------------------------------------------------------- model
+@dataclass
+class Model:
+    """A built MILP and its variables, keyed by absolute period ``t`` in ``t0 .. t_end - 1``.
+
+    Dictionaries hold only the variables that exist; a missing key means the quantity is 0.
+    ``held_gpus`` / ``held_mw`` (S, n) are the GPUs and IT MW of jobs started before ``t0`` that are
+    still running; ``soc0_mwh`` (S,) is the state of charge at the end of ``t0 - 1``.
+    """
+
+    prob: pulp.LpProblem
+    scenario: Scenario
+    config: str
+    t0: int
+    t_end: int
+    objective: str
+    start: dict[Key3, pulp.LpVariable] = field(default_factory=dict)
+    serve: dict[Key3, pulp.LpVariable] = field(default_factory=dict)
+    unserved: dict[Key2, pulp.LpVariable] = field(default_factory=dict)
+    gen: dict[Key2, pulp.LpVariable] = field(default_factory=dict)
+    charge: dict[Key2, pulp.LpVariable] = field(default_factory=dict)
+    discharge: dict[Key2, pulp.LpVariable] = field(default_factory=dict)
+    soc: dict[Key2, pulp.LpVariable] = field(default_factory=dict)
+    grid_import: dict[Key2, pulp.LpVariable] = field(default_factory=dict)
+    grid_export: dict[Key2, pulp.LpVariable] = field(default_factory=dict)
+    renewable_used: dict[Key2, pulp.LpVariable] = field(default_factory=dict)
+    b: dict[Key2, pulp.LpVariable] = field(default_factory=dict)
+    g: dict[Key2, pulp.LpVariable] = field(default_factory=dict)
+    it_mw: dict[Key2, pulp.LpAffineExpression] = field(default_factory=dict)
+    emissions: pulp.LpAffineExpression | None = None
+    held_gpus: np.ndarray | None = None
+    held_mw: np.ndarray | None = None
+    soc0_mwh: np.ndarray | None = None
+    terminal_soc_mwh: np.ndarray | None = None
+    budget_remaining_t: float | None = None
+    started_before: frozenset[int] = frozenset()
+    fixed_workload: bool = False
+
+    @property
+    def periods(self) -> range:
+        return range(self.t0, self.t_end)
+
+    @property
+    def n(self) -> int:
+        return self.t_end - self.t0
+
+    def integer_variables(self) -> list[pulp.LpVariable]:
+        """Every binary variable (job starts, battery mode ``b``, grid direction ``g``)."""
+        return [*self.start.values(), *self.b.values(), *self.g.values()]
+
+
+def _add(prob: pulp.LpProblem, expr: pulp.LpAffineExpression, sense: int, rhs: float, name: str) -> None:
+    prob.addConstraint(pulp.LpConstraint(expr, sense, name, rhs))
+
+
+def add_variables(m: Model, workload: tuple[list[Key3], np.ndarray] | None) -> None:
+    """Create the decision variables of MODEL.md §3 with their tight bounds.
+
+    - ``start[j,s,t]`` ∈ {0,1} for eligible s, ``max(release, t0) <= t <= min(latest_start, t_end-1)``,
+      jobs not already started; with a fixed workload only the rule's starts exist, fixed to 1;
+    - ``serve[k,s,t]`` ∈ [0, min(demand, gpu_capacity)] GPUs on routes only (fixed with a workload);
+      ``unserved[k,t]`` ∈ [0, demand] GPUs;
+    - ``gen`` ∈ [0, gen_capacity_mw]; ``charge`` ∈ [0, charge_mw], ``discharge`` ∈ [0, discharge_mw]
+      and ``soc`` ∈ [soc_min, soc_max] MWh when ``capacity_mwh > 0``, with mode binary ``b``;
+      ``grid_import`` ∈ [0, import_limit_mw]; ``grid_export`` ∈ [0, export_limit_mw] only when
+      ``price_export > 0`` (the env never exports at a non-positive price: it curtails);
+      ``renewable_used`` ∈ [0, renewable_mw].
+    """
+    sc = m.scenario
+    cont, binary = pulp.LpContinuous, pulp.LpBinary
+    if workload is None:
+        for j, job in enumerate(sc.jobs):
+            if j in m.started_before:
+                continue
+            first, last = max(job.release, m.t0), min(job.latest_start, m.t_end - 1)
+            for s in range(sc.S):
+                if not job.eligible[s] or job.gpus > sc.sites[s].gpu_capacity:
+                    continue
+                for t in range(first, last + 1):
+                    m.start[j, s, t] = m.prob.add_variable(f"start_j{j:03d}_s{s:02d}_t{t:03d}", cat=binary)
+    else:
+        starts, _ = workload
+        for j, s, t in starts:
+            var = m.prob.add_variable(f"start_j{j:03d}_s{s:02d}_t{t:03d}", cat=binary)
+            var.lowBound = 1  # after construction: PuLP resets a binary's bounds to 0..1
+            m.start[j, s, t] = var
+    for k in range(sc.K):
+        for t in m.periods:
+            demand = float(sc.demand_gpus[k, t])
+            for s in range(sc.S):
+                if not sc.routes[k, s]:
+                    continue
+                name = f"serve_k{k:02d}_s{s:02d}_t{t:03d}"
+                if workload is None:
+                    ub = min(demand, float(sc.sites[s].gpu_capacity))
+                    m.serve[k, s, t] = m.prob.add_variable(name, 0.0, ub, cont)
+                else:
+                    value = float(workload[1][k, s, t])
+                    m.serve[k, s, t] = m.prob.add_variable(name, value, value, cont)
+            m.unserved[k, t] = m.prob.add_variable(f"unserved_k{k:02d}_t{t:03d}", 0.0, demand, cont)
+    for s, site in enumerate(sc.sites):
+        for t in m.periods:
+            key = (s, t)
+            tag = f"s{s:02d}_t{t:03d}"
+            if site.gen_capacity_mw > 0:
+                m.gen[key] = m.prob.add_variable(f"gen_{tag}", 0.0, site.gen_capacity_mw, cont)
+            if site.capacity_mwh > 0:
+                m.charge[key] = m.prob.add_variable(f"charge_{tag}", 0.0, site.charge_mw, cont)
+                m.discharge[key] = m.prob.add_variable(f"discharge_{tag}", 0.0, site.discharge_mw, cont)
+                m.soc[key] = m.prob.add_variable(f"soc_{tag}", site.soc_min_mwh, site.soc_max_mwh, cont)
+                m.b[key] = m.prob.add_variable(f"bmode_{tag}", cat=binary)
+            if site.import_limit_mw > 0:
+                m.grid_import[key] = m.prob.add_variable(f"import_{tag}", 0.0, site.import_limit_mw, cont)
+            if site.export_limit_mw > 0 and sc.price_export[s, t] > 0:
+                m.grid_export[key] = m.prob.add_variable(f"export_{tag}", 0.0, site.export_limit_mw, cont)
+            if sc.renewable_mw[s, t] > 0:
+                m.renewable_used[key] = m.prob.add_variable(
+                    f"renewable_{tag}", 0.0, float(sc.renewable_mw[s, t]), cont
+                )
+
+
+def add_job_assignment(m: Model) -> None:
+    """§4.1 Each job starts at most once: ``Σ_{s,t} start[j,s,t] <= 1`` (``= 1`` if mandatory).
+
+    Jobs already started before ``t0`` have no start variables. A mandatory job with no start
+    variable left gets an empty ``= 1`` row, which makes the model infeasible on purpose (the
+    diagnosis names the job).
+    """
+    if m.fixed_workload:
+        return
+    sc = m.scenario
+    by_job: dict[int, list[pulp.LpVariable]] = defaultdict(list)
+    for (j, _, _), var in m.start.items():
+        by_job[j].append(var)
+    for j, job in enumerate(sc.jobs):
+        if j in m.started_before:
+            continue
+        expr = pulp.LpAffineExpression([(var, 1.0) for var in by_job.get(j, [])])
+        if job.mandatory:
+            _add(m.prob, expr, pulp.LpConstraintEQ, 1.0, f"once_j{j:03d}")
+        elif by_job.get(j):
+            _add(m.prob, expr, pulp.LpConstraintLE, 1.0, f"once_j{j:03d}")
+
+
+def add_inference_balance(m: Model) -> None:
+    """§4.2 ``Σ_s serve[k,s,t] + unserved[k,t] = demand_gpus[k,t]`` (GPUs)."""
+    sc = m.scenario
+    for k in range(sc.K):
+        for t in m.periods:
+            terms = [(m.serve[k, s, t], 1.0) for s in range(sc.S) if (k, s, t) in m.serve]
+            terms.append((m.unserved[k, t], 1.0))
+            _add(
+                m.prob,
+                pulp.LpAffineExpression(terms),
+                pulp.LpConstraintEQ,
+                float(sc.demand_gpus[k, t]),
+                f"inference_k{k:02d}_t{t:03d}",
+            )
+
+
+def _running_terms(m: Model, weight: np.ndarray) -> dict[Key2, list[tuple[pulp.LpVariable, float]]]:
+    """``Σ_j weight[j,s]·running[j,s,t]`` as term lists per (s, t), with
+    ``running[j,s,t] = Σ_{τ = t-duration[j]+1 .. t} start[j,s,τ]`` (a start in τ occupies τ..τ+d-1)."""
+    sc = m.scenario
+    rows: dict[Key2, list[tuple[pulp.LpVariable, float]]] = defaultdict(list)
+    for (j, s, tau), var in m.start.items():
+        w = float(weight[j, s])
+        for t in range(tau, min(tau + sc.jobs[j].duration, m.t_end)):
+            rows[s, t].append((var, w))
+    return rows
+
+
+def add_gpu_capacity(m: Model) -> None:
+    """§4.3 ``Σ_j gpus[j]·running[j,s,t] + Σ_k serve[k,s,t] <= gpu_capacity[s] - held_gpus[s,t]`` (GPUs).
+
+    One aggregated row per site and period; ``held_gpus`` are jobs started before ``t0``. Rows
+    that cannot bind (nothing can be placed beyond the free capacity) are skipped.
+    """
+    sc = m.scenario
+    gpus = np.array([[job.gpus] * sc.S for job in sc.jobs], dtype=float).reshape(sc.J, sc.S)
+    rows = _running_terms(m, gpus)
+    for s, site in enumerate(sc.sites):
+        for i, t in enumerate(m.periods):
+            terms = list(rows.get((s, t), []))
+            terms += [(m.serve[k, s, t], 1.0) for k in range(sc.K) if (k, s, t) in m.serve]
+            free = float(site.gpu_capacity) - float(m.held_gpus[s, i])
+            most = sum(coef * (var.upBound if var.upBound is not None else 1.0) for var, coef in terms)
+            if most <= free:
+                continue
+            _add(m.prob, pulp.LpAffineExpression(terms), pulp.LpConstraintLE, free, f"gpus_s{s:02d}_t{t:03d}")
+
+
+def add_it_power(m: Model) -> None:
+    """§4.4 ``it[s,t] = base_it_mw[s] + held_mw[s,t] + Σ_j P[j,s]·running[j,s,t]
+    + Σ_k serve[k,s,t]·gpu_power_kw[s]/1000`` (MW), kept as an expression (no variable, no row).
+
+    §4.5 (cooling) is applied where it is used: ``load[s,t] = (1 + cooling[s,t])·it[s,t]``.
+    """
+    sc = m.scenario
+    rows = _running_terms(m, sc.job_power_mw)
+    for s, site in enumerate(sc.sites):
+        for i, t in enumerate(m.periods):
+            terms = list(rows.get((s, t), []))
+            terms += [(m.serve[k, s, t], float(sc.gpu_mw[s])) for k in range(sc.K) if (k, s, t) in m.serve]
+            m.it_mw[s, t] = pulp.LpAffineExpression(terms, constant=site.base_it_mw + float(m.held_mw[s, i]))
+
+
+def add_power_balance(m: Model) -> None:
+    """§4.5-4.6 ``(1 + cooling[s,t])·it[s,t] + charge + grid_export
+    = renewable_used + gen + discharge + grid_import`` (MW), ``0 <= renewable_used <= renewable_mw``.
+
+    Left: what the site consumes or sends out; right: what it generates or takes in.
+    """
+    sc = m.scenario
+    for s in range(sc.S):
+        for t in m.periods:
+            key = (s, t)
+            expr = (1.0 + float(sc.cooling[s, t])) * m.it_mw[key]
+            terms = [(m.charge.get(key), 1.0), (m.grid_export.get(key), 1.0)]
+            terms += [(m.renewable_used.get(key), -1.0), (m.gen.get(key), -1.0)]
+            terms += [(m.discharge.get(key), -1.0), (m.grid_import.get(key), -1.0)]
+            expr = expr + pulp.LpAffineExpression([(v, c) for v, c in terms if v is not None])
+            _add(m.prob, expr, pulp.LpConstraintEQ, 0.0, f"balance_s{s:02d}_t{t:03d}")
+
+
+def add_battery(m: Model) -> None:
+    """§4.7 State of charge (MWh) and mode, for sites with ``capacity_mwh > 0``:
+
+    ``soc[s,t] = soc[s,t-1] + (eta_charge·charge[s,t] - discharge[s,t]/eta_discharge)·dt_h`` with
+    ``soc[s,t0-1] = soc0_mwh[s]`` (``soc_init_frac·capacity_mwh`` at t0 = 0); bounds on the variable;
+    ``charge <= charge_mw·b``, ``discharge <= discharge_mw·(1 - b)``, ``b`` binary;
+    terminal ``soc[s,t_end-1] >= terminal_soc_mwh[s]``.
+
+    ``b`` is kept in every period: the environment takes one signed battery power per period, so a
+    schedule must never charge and discharge at once, and excluding that by LP optimality alone
+    would need an argument that fails when all other supply is zero.
+    """
+    sc = m.scenario
+    for s, site in enumerate(sc.sites):
+        if site.capacity_mwh <= 0:
+            continue
+        prev: pulp.LpVariable | float = float(m.soc0_mwh[s])
+        for t in m.periods:
+            key, tag = (s, t), f"s{s:02d}_t{t:03d}"
+            ch, dis, soc = m.charge[key], m.discharge[key], m.soc[key]
+            dyn = soc - prev - sc.dt_h * site.eta_charge * ch + (sc.dt_h / site.eta_discharge) * dis
+            _add(m.prob, dyn, pulp.LpConstraintEQ, 0.0, f"soc_{tag}")
+            _add(m.prob, ch - site.charge_mw * m.b[key], pulp.LpConstraintLE, 0.0, f"chmode_{tag}")
+            _add(
+                m.prob,
+                dis + site.discharge_mw * m.b[key],
+                pulp.LpConstraintLE,
+                site.discharge_mw,
+                f"dismode_{tag}",
+            )
+            prev = soc
+        _add(
+            m.prob,
+            pulp.LpAffineExpression([(prev, 1.0)]),
+            pulp.LpConstraintGE,
+            float(m.terminal_soc_mwh[s]),
+            f"terminal_s{s:02d}",
+        )
+
+
+def grid_binary_needed(sc: Scenario, s: int, t: int) -> bool:
+    """Whether the import/export binary ``g[s,t]`` of §4.8 can change the optimum.
+
+    It is not needed when ``price_export[s,t] <= price_import[s,t]`` and
+    ``price_import[s,t] + carbon_price·carbon_intensity[s,t] >= 0``. Proof: take any feasible point
+    that imports and exports at once, or curtails renewables while importing. Lowering import and
+    export by the same δ keeps the balance and every limit, changes the objective by
+    ``δ·(price_import - price_export + carbon_price·ci)·dt_h >= 0`` and lowers emissions (so the
+    budget still holds). Using δ more renewable output and importing δ less changes the objective by
+    ``δ·(price_import + carbon_price·ci)·dt_h >= 0`` and lowers emissions. Both moves leave every
+    integer variable unchanged, so from any solution they reach one, at least as good, in which
+    import and export are exclusive and no renewable is curtailed while importing — exactly what
+    ``g`` enforces. :func:`oracle.solve.complete_grid` applies these moves after the solve (they
+    only change anything in ties, since a strict gain contradicts LP optimality of the polished
+    solution).
+    """
+    pi, pe = float(sc.price_import[s, t]), float(sc.price_export[s, t])
+    return pe > pi or pi + sc.carbon_price_usd_per_t * float(sc.carbon_intensity[s, t]) < 0
+
+
+def add_grid(m: Model) -> None:
+    """§4.8 Grid exchange (MW): ``grid_import <= import_limit_mw·g``,
+    ``grid_export <= export_limit_mw·(1 - g)``, self-consumption ``renewable_used >= renewable_mw·g``.
+
+    The limits themselves are variable bounds. The binary ``g[s,t]`` and its three rows are only
+    created where :func:`grid_binary_needed` says they can matter and both directions exist.
+    """
+    sc = m.scenario
+    for s, site in enumerate(sc.sites):
+        for t in m.periods:
+            key, tag = (s, t), f"s{s:02d}_t{t:03d}"
+            imp, exp = m.grid_import.get(key), m.grid_export.get(key)
+            if imp is None or not grid_binary_needed(sc, s, t):
+                continue
+            if exp is None and key not in m.renewable_used:
+                continue
+            g = m.g[key] = m.prob.add_variable(f"gdir_{tag}", cat=pulp.LpBinary)
+            _add(m.prob, imp - site.import_limit_mw * g, pulp.LpConstraintLE, 0.0, f"gimp_{tag}")
+            if exp is not None:
+                _add(
+                    m.prob,
+                    exp + site.export_limit_mw * g,
+                    pulp.LpConstraintLE,
+                    site.export_limit_mw,
+                    f"gexp_{tag}",
+                )
+            if key in m.renewable_used:
+                ren = float(sc.renewable_mw[s, t])
+                _add(m.prob, m.renewable_used[key] - ren * g, pulp.LpConstraintGE, 0.0, f"selfuse_{tag}")
+
+
+def add_emissions(m: Model) -> None:
+    """§4.9 Emissions (tCO2) ``E = Σ_{s,t} (carbon_intensity·grid_import + gen_emissions·gen)·dt_h``
+    and, when a budget is set, ``E <= carbon_budget_t - emissions already emitted before t0``.
+    Exported energy earns no credit."""
+    sc = m.scenario
+    terms = [(var, float(sc.carbon_intensity[s, t]) * sc.dt_h) for (s, t), var in m.grid_import.items()]
+    terms += [(var, sc.sites[s].gen_emissions_t_per_mwh * sc.dt_h) for (s, t), var in m.gen.items()]
+    m.emissions = pulp.LpAffineExpression([(v, c) for v, c in terms if c != 0.0])
+    if m.budget_remaining_t is not None:
+        _add(m.prob, m.emissions, pulp.LpConstraintLE, m.budget_remaining_t, "carbon_budget")
+
+
+def set_objective(m: Model) -> None:
+    """§5 Maximise total operational benefit (USD) over the modelled periods::
+
+        Σ value_usd[j]·start[j,s,t] + Σ revenue[k]·serve[k,s,t]·dt_h - Σ penalty[k]·unserved[k,t]·dt_h
+        + Σ (price_export·grid_export - price_import·grid_import - gen_cost·gen
+             - degradation·(charge + discharge))·dt_h - carbon_price·E
+
+    With ``objective="emissions"`` the model instead minimises ``E`` (used to diagnose budgets).
+    """
+    sc, dt = m.scenario, m.scenario.dt_h
+    if m.objective == "emissions":
+        m.prob.sense = pulp.LpMinimize
+        m.prob.setObjective(m.emissions)
+        return
+    terms: list[tuple[pulp.LpVariable, float]] = []
+    terms += [(var, sc.jobs[j].value_usd) for (j, _, _), var in m.start.items()]
+    rev = sc.class_array("revenue_usd_per_gpu_h")
+    pen = sc.class_array("unserved_penalty_usd_per_gpu_h")
+    terms += [(var, rev[k] * dt) for (k, _, _), var in m.serve.items()]
+    terms += [(var, -pen[k] * dt) for (k, _), var in m.unserved.items()]
+    terms += [(var, float(sc.price_export[s, t]) * dt) for (s, t), var in m.grid_export.items()]
+    terms += [(var, -float(sc.price_import[s, t]) * dt) for (s, t), var in m.grid_import.items()]
+    terms += [(var, -sc.sites[s].gen_cost_usd_per_mwh * dt) for (s, _), var in m.gen.items()]
+    for battery in (m.charge, m.discharge):
+        terms += [(var, -sc.sites[s].degradation_usd_per_mwh * dt) for (s, _), var in battery.items()]
+    objective = pulp.LpAffineExpression([(v, c) for v, c in terms if c != 0.0])
+    if sc.carbon_price_usd_per_t:
+        objective = objective - sc.carbon_price_usd_per_t * m.emissions
+    m.prob.sense = pulp.LpMaximize
+    m.prob.setObjective(objective)
+
+
+# ------------------------------------------------------------------------------------------- build
+def _check_state(sc: Scenario, state: OperatingState) -> None:
+    if not 0 <= state.period < sc.T:
+        raise ModelError(f"initial_state.period: must be in 0..{sc.T - 1} (got {state.period})")
+    if len(state.soc_mwh) != sc.S:
+        raise ModelError(
+            f"initial_state.soc_mwh: needs one value per site ({sc.S}), got {len(state.soc_mwh)}"
+        )
+    seen: set[int] = set()
+    for j, s, t in state.job_starts:
+        if not (0 <= j < sc.J and 0 <= s < sc.S):
+            raise ModelError(f"initial_state.job_starts: unknown job or site in {(j, s, t)}")
+        if not 0 <= t < state.period:
+            raise ModelError(
+                f"initial_state.job_starts: start period of {(j, s, t)} must be before {state.period}"
+            )
+        if j in seen:
+            raise ModelError(f"initial_state.job_starts: job {j} started twice")
+        seen.add(j)
+
+
+def build_model(
+    scenario: Scenario,
+    config: str = "joint",
+    initial_state: OperatingState | None = None,
+    window: int | None = None,
+    *,
+    terminal_soc_mwh: Sequence[float] | None = None,
+    objective: str = "benefit",
+    relax_budget: bool = False,
+) -> Model:
+    """Build the MILP of ``config`` (MODEL.md §6) for ``scenario`` from ``initial_state`` over ``window``.
+
+    Args:
+        scenario: the untransformed scenario; the model's ``scenario`` is the transformed one.
+        config: one of :data:`CONFIGS`.
+        initial_state: where the system stands at ``t0 = initial_state.period`` (default: period 0,
+            batteries at ``soc_init``, nothing started or emitted). Jobs in ``job_starts`` that are
+            still running hold their GPUs and power; their value is not credited again and they are
+            not started again. ``emissions_t`` counts against the budget.
+        window: solve periods ``t0 .. min(T, t0 + window) - 1`` only. Jobs may start in the window if
+            they finish by their deadline (within ``T``); a job running past the window end is
+            modelled only up to it.
+        terminal_soc_mwh: per-site SoC floor at the last modelled period (default ``soc_init_mwh``),
+            capped at what full-power charging from ``soc0`` can reach, so a window is never
+            infeasible because of it.
+        objective: ``"benefit"`` (MODEL.md §5) or ``"emissions"`` (minimise E; diagnosis only).
+        relax_budget: drop the carbon budget row (the ``energy_only`` overrun fallback).
+    """
+    sc = transform_scenario(scenario, config)
+    state = initial_state if initial_state is not None else sc.initial_state()
+    _check_state(sc, state)
+    if window is not None and window < 1:
+        raise ModelError(f"window: must be >= 1 period (got {window})")
+    if objective not in ("benefit", "emissions"):
+        raise ModelError(f"objective: must be 'benefit' or 'emissions' (got {objective!r})")
+    t0 = state.period
+    t_end = sc.T if window is None else min(sc.T, t0 + window)
+    m = Model(
+        prob=pulp.LpProblem(f"oracle_{config}", pulp.LpMaximize),
+        scenario=sc,
+        config=config,
+        t0=t0,
+        t_end=t_end,
+        objective=objective,
+        started_before=frozenset(j for j, _, _ in state.job_starts),
+        fixed_workload=config == "energy_only",
+    )
+    n = t_end - t0
+    m.held_gpus, m.held_mw = np.zeros((sc.S, n)), np.zeros((sc.S, n))
+    for j, s, tau in state.job_starts:
+        lo, hi = max(tau, t0), min(tau + sc.jobs[j].duration, t_end)
+        if lo < hi:
+            m.held_gpus[s, lo - t0 : hi - t0] += sc.jobs[j].gpus
+            m.held_mw[s, lo - t0 : hi - t0] += sc.job_power_mw[j, s]
+    cap = sc.site_array("capacity_mwh")
+    m.soc0_mwh = np.where(cap > 0, np.asarray(state.soc_mwh, dtype=float), 0.0)
+    target = (
+        sc.site_array("soc_init_frac") * cap
+        if terminal_soc_mwh is None
+        else np.asarray(terminal_soc_mwh, float)
+    )
+    reach = m.soc0_mwh + sc.site_array("eta_charge") * sc.site_array("charge_mw") * sc.dt_h * n
+    m.terminal_soc_mwh = np.where(
+        cap > 0, np.minimum(np.minimum(target, reach), sc.site_array("soc_max_frac") * cap), 0.0
+    )
+    if sc.carbon_budget_t is not None and not relax_budget:
+        m.budget_remaining_t = float(sc.carbon_budget_t) - float(state.emissions_t)
+
+    workload = None
+    if m.fixed_workload:
+        starts, serve = greedy_workload(sc)
+        workload = ([(j, s, t) for j, s, t in starts if t0 <= t < t_end and j not in m.started_before], serve)
+    add_variables(m, workload)
+    add_job_assignment(m)
+    add_inference_balance(m)
+    add_gpu_capacity(m)
+    add_it_power(m)
+    add_power_balance(m)
+    add_battery(m)
+    add_grid(m)
+    add_emissions(m)
+    set_objective(m)
+    return m

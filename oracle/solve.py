@@ -1,0 +1,664 @@
+"""Solve the oracle MILP and return a :class:`Schedule` (solver config, status handling, results).
+
+Pipeline of :func:`solve`:
+
+1. :func:`oracle.model.build_model` (timed as ``build_time_s``);
+2. the MIP with HiGHS (``pulp.HiGHS``, in-process via highspy) or CBC; the status comes from the
+   HiGHS model status and PuLP's ``sol_status``, never from the objective value (PuLP maps a
+   time-limit stop to "Optimal"; here it is ``"time_limit"`` with the incumbent);
+3. *polish*: every binary is fixed at its incumbent value and the LP is re-solved, so the continuous
+   part is LP-optimal given the integers (the environment completes each period's grid exchange
+   greedily, which an LP-optimal point does too);
+4. *complete*: renewable use, import and export are recomputed from the facility load by the
+   environment's rule (:func:`complete_grid`) and the state of charge by its recursion; on an
+   LP-optimal point this changes nothing beyond ties (see :func:`oracle.model.grid_binary_needed`);
+5. KPIs and the objective are recomputed from the final arrays (:func:`kpis_from_decisions`).
+
+Steps 2-3 are ``solve_time_s``. With a ``window`` the arrays cover the modelled periods
+``t0 .. t0 + n - 1`` only (``Schedule.t0``, ``Schedule.n_periods``); periods outside are not part of
+the result, never zero-filled.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import highspy
+import numpy as np
+import pulp
+
+from envs.scenario import OperatingState, Scenario
+from oracle.model import CONFIGS, Model, ModelError, build_model
+
+STATUSES = ("optimal", "time_limit", "infeasible", "error")
+
+KPI_KEYS = (
+    "benefit_usd",
+    "training_value_usd",
+    "inference_revenue_usd",
+    "unserved_penalty_usd",
+    "export_revenue_usd",
+    "import_cost_usd",
+    "gen_cost_usd",
+    "degradation_cost_usd",
+    "carbon_cost_usd",
+    "energy_cost_usd",
+    "emissions_t",
+    "energy_imported_mwh",
+    "energy_exported_mwh",
+    "renewable_curtailed_mwh",
+    "battery_throughput_mwh",
+    "jobs_run",
+    "inference_served_pct",
+)
+"""Fixed KPI keys (USD, tCO2, MWh, count, percent)."""
+
+DECISION_ARRAYS = (
+    "serve_gpus",
+    "unserved_gpus",
+    "gen_mw",
+    "charge_mw",
+    "discharge_mw",
+    "grid_import_mw",
+    "grid_export_mw",
+    "renewable_used_mw",
+    "soc_mwh",
+)
+
+_ZERO = 1e-9
+"""Solver values closer than this to 0 (MW, GPUs, MWh) are set to exactly 0."""
+
+
+# ----------------------------------------------------------------------------------------- Schedule
+@dataclass
+class Schedule:
+    """The result of one oracle solve.
+
+    ``scenario`` is the scenario as solved (after the configuration's transformation), so the
+    schedule replays in an env built from it. Decision arrays have periods last and cover periods
+    ``t0 .. t0 + n_periods - 1``: ``serve_gpus`` (K, S, n), ``unserved_gpus`` (K, n), and (S, n) for
+    ``gen_mw``, ``charge_mw``, ``discharge_mw``, ``grid_import_mw``, ``grid_export_mw``,
+    ``renewable_used_mw``, ``soc_mwh`` (end of period). ``job_start`` lists ``(job, site, period)``
+    started in those periods. When there is no solution (``infeasible``/``error``) the arrays are
+    ``None`` and the objective is NaN — never zeros.
+
+    ``objective_usd`` is the benefit of the returned arrays (recomputed, MODEL.md §5); ``bound_usd``
+    and ``mip_gap`` are HiGHS's dual bound and relative gap of the MIP (NaN with CBC, which does not
+    report them through PuLP). ``carbon_budget_relaxed`` is True when ``energy_only``'s fixed
+    workload could not meet the budget and was solved without it (overrun in ``diagnosis``).
+    """
+
+    scenario: Scenario
+    config: str
+    status: str
+    objective_usd: float = math.nan
+    bound_usd: float = math.nan
+    mip_gap: float = math.nan
+    build_time_s: float = 0.0
+    solve_time_s: float = 0.0
+    carbon_budget_relaxed: bool = False
+    diagnosis: str = ""
+    kpis: dict[str, float] = field(default_factory=dict)
+    job_start: list[tuple[int, int, int]] | None = None
+    serve_gpus: np.ndarray | None = None
+    unserved_gpus: np.ndarray | None = None
+    gen_mw: np.ndarray | None = None
+    charge_mw: np.ndarray | None = None
+    discharge_mw: np.ndarray | None = None
+    grid_import_mw: np.ndarray | None = None
+    grid_export_mw: np.ndarray | None = None
+    renewable_used_mw: np.ndarray | None = None
+    soc_mwh: np.ndarray | None = None
+    t0: int = 0
+
+    @property
+    def has_solution(self) -> bool:
+        return self.status in ("optimal", "time_limit") and self.gen_mw is not None
+
+    @property
+    def n_periods(self) -> int:
+        return 0 if self.gen_mw is None else int(self.gen_mw.shape[1])
+
+    @property
+    def periods(self) -> range:
+        return range(self.t0, self.t0 + self.n_periods)
+
+    def decisions(self) -> dict[str, Any]:
+        """The decision arrays as keyword arguments of :func:`kpis_from_decisions`."""
+        return {"job_start": self.job_start, **{name: getattr(self, name) for name in DECISION_ARRAYS}}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form of issue 3, plus ``diagnosis`` and ``t0`` (0 unless solved in a window)."""
+        decisions = None
+        if self.has_solution:
+            decisions = {"job_start": [{"job": j, "site": s, "period": t} for j, s, t in self.job_start]}
+            decisions.update({name: getattr(self, name).tolist() for name in DECISION_ARRAYS})
+        return {
+            "scenario": self.scenario.to_dict(),
+            "config": self.config,
+            "status": self.status,
+            "objective_usd": _num(self.objective_usd),
+            "bound_usd": _num(self.bound_usd),
+            "mip_gap": _num(self.mip_gap),
+            "build_time_s": self.build_time_s,
+            "solve_time_s": self.solve_time_s,
+            "carbon_budget_relaxed": self.carbon_budget_relaxed,
+            "diagnosis": self.diagnosis,
+            "t0": self.t0,
+            "kpis": {key: _num(value) for key, value in self.kpis.items()},
+            "decisions": decisions,
+        }
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        """Serialise (NaN as ``null``); write to ``path`` if given. Returns the JSON text."""
+        text = json.dumps(self.to_dict(), indent=1)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Schedule:
+        decisions = data.get("decisions")
+        arrays: dict[str, Any] = {}
+        if decisions:
+            arrays["job_start"] = [
+                (int(d["job"]), int(d["site"]), int(d["period"])) for d in decisions["job_start"]
+            ]
+            arrays.update({name: np.array(decisions[name], dtype=np.float64) for name in DECISION_ARRAYS})
+        return cls(
+            scenario=Scenario.from_dict(data["scenario"]),
+            config=data["config"],
+            status=data["status"],
+            objective_usd=_nan(data.get("objective_usd")),
+            bound_usd=_nan(data.get("bound_usd")),
+            mip_gap=_nan(data.get("mip_gap")),
+            build_time_s=float(data.get("build_time_s", 0.0)),
+            solve_time_s=float(data.get("solve_time_s", 0.0)),
+            carbon_budget_relaxed=bool(data.get("carbon_budget_relaxed", False)),
+            diagnosis=data.get("diagnosis", ""),
+            kpis={key: _nan(value) for key, value in data.get("kpis", {}).items()},
+            t0=int(data.get("t0", 0)),
+            **arrays,
+        )
+
+    @classmethod
+    def from_json(cls, source: str | Path) -> Schedule:
+        """Load from a file path or from JSON text (a string starting with ``{``)."""
+        if isinstance(source, str) and source.lstrip().startswith("{"):
+            return cls.from_dict(json.loads(source))
+        return cls.from_dict(json.loads(Path(source).read_text()))
+
+
+def _num(x: float | None) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
+
+
+def _nan(x: float | None) -> float:
+    return math.nan if x is None else float(x)
+
+
+# ------------------------------------------------------------------------- recomputation from arrays
+def facility_load_mw(
+    sc: Scenario,
+    job_start: Sequence[tuple[int, int, int]],
+    serve_gpus: np.ndarray,
+    t0: int = 0,
+    running: Sequence[tuple[int, int, int]] = (),
+) -> np.ndarray:
+    """(S, n) facility load ``(1 + cooling)·(base_it + Σ_j P[j,s]·running + Σ_k serve·gpu_mw)`` (MW).
+
+    ``running`` are starts made before ``t0`` (an initial state's ``job_starts``)."""
+    n = serve_gpus.shape[2]
+    job_mw = np.zeros((sc.S, n))
+    for j, s, tau in [*running, *job_start]:
+        lo, hi = max(tau, t0), min(tau + sc.jobs[j].duration, t0 + n)
+        if lo < hi:
+            job_mw[s, lo - t0 : hi - t0] += sc.job_power_mw[j, s]
+    it = sc.site_array("base_it_mw")[:, None] + job_mw + serve_gpus.sum(axis=0) * sc.gpu_mw[:, None]
+    return (1.0 + sc.cooling[:, t0 : t0 + n]) * it
+
+
+def complete_grid(
+    sc: Scenario,
+    load_mw: np.ndarray,
+    gen_mw: np.ndarray,
+    charge_mw: np.ndarray,
+    discharge_mw: np.ndarray,
+    t0: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The environment's grid completion (MODEL.md §7): ``(renewable_used, import, export)`` (S, n) MW.
+
+    With ``net = load + charge - gen - discharge``: renewables first, ``import = max(0, net - R)``; a
+    surplus ``R - net`` is exported up to ``export_limit_mw`` when ``price_export > 0`` and
+    curtailed otherwise; ``renewable_used = net + export`` in surplus periods. Assumes the surplus
+    can be absorbed (``net >= -export``), which holds for every feasible MILP point.
+    """
+    n = load_mw.shape[1]
+    ren = sc.renewable_mw[:, t0 : t0 + n]
+    net = load_mw + charge_mw - gen_mw - discharge_mw
+    grid_import = np.maximum(0.0, net - ren)
+    limit = np.where(sc.price_export[:, t0 : t0 + n] > 0, sc.site_array("export_limit_mw")[:, None], 0.0)
+    grid_export = np.where(net < ren, np.minimum(limit, np.maximum(0.0, ren - net)), 0.0)
+    used = np.where(net >= ren, ren, np.maximum(0.0, net + grid_export))
+    return used, grid_import, grid_export
+
+
+def kpis_from_decisions(
+    scenario: Scenario,
+    job_start: Sequence[tuple[int, int, int]],
+    serve_gpus: np.ndarray,
+    unserved_gpus: np.ndarray,
+    gen_mw: np.ndarray,
+    charge_mw: np.ndarray,
+    discharge_mw: np.ndarray,
+    grid_import_mw: np.ndarray,
+    grid_export_mw: np.ndarray,
+    renewable_used_mw: np.ndarray,
+    soc_mwh: np.ndarray | None = None,
+    t0: int = 0,
+) -> dict[str, float]:
+    """Recompute the KPIs of :data:`KPI_KEYS` from decision arrays covering periods ``t0 .. t0+n-1``.
+
+    Per MODEL.md §5 (``dt = dt_h``): training value ``Σ value_usd[j]`` over starts; inference revenue
+    ``Σ revenue·serve·dt``; unserved penalty ``Σ penalty·unserved·dt``; export revenue
+    ``Σ price_export·export·dt``; import cost ``Σ price_import·import·dt``; generation cost
+    ``Σ gen_cost·gen·dt``; degradation ``Σ degradation·(charge + discharge)·dt``; emissions
+    ``E = Σ (ci·import + gen_emissions·gen)·dt``; carbon cost ``carbon_price·E``;
+    ``energy_cost = import - export + gen + degradation``;
+    ``benefit = training + inference - unserved - energy_cost - carbon_cost``. ``soc_mwh`` is accepted
+    (and ignored) so that ``kpis_from_decisions(sc, **schedule.decisions())`` works.
+    """
+    sc, dt = scenario, scenario.dt_h
+    n = gen_mw.shape[1]
+    sl = slice(t0, t0 + n)
+    rev = sc.class_array("revenue_usd_per_gpu_h")
+    pen = sc.class_array("unserved_penalty_usd_per_gpu_h")
+    training = float(sum(sc.jobs[j].value_usd for j, _, _ in job_start))
+    inference = float((rev[:, None, None] * serve_gpus).sum() * dt)
+    unserved = float((pen[:, None] * unserved_gpus).sum() * dt)
+    export = float((sc.price_export[:, sl] * grid_export_mw).sum() * dt)
+    imports = float((sc.price_import[:, sl] * grid_import_mw).sum() * dt)
+    gen_cost = float((sc.site_array("gen_cost_usd_per_mwh")[:, None] * gen_mw).sum() * dt)
+    degradation = float(
+        (sc.site_array("degradation_usd_per_mwh")[:, None] * (charge_mw + discharge_mw)).sum() * dt
+    )
+    emissions = float(
+        (
+            (sc.carbon_intensity[:, sl] * grid_import_mw).sum()
+            + (sc.site_array("gen_emissions_t_per_mwh")[:, None] * gen_mw).sum()
+        )
+        * dt
+    )
+    carbon = sc.carbon_price_usd_per_t * emissions
+    energy = imports - export + gen_cost + degradation
+    demand = float(sc.demand_gpus[:, sl].sum())
+    return {
+        "benefit_usd": training + inference - unserved - energy - carbon,
+        "training_value_usd": training,
+        "inference_revenue_usd": inference,
+        "unserved_penalty_usd": unserved,
+        "export_revenue_usd": export,
+        "import_cost_usd": imports,
+        "gen_cost_usd": gen_cost,
+        "degradation_cost_usd": degradation,
+        "carbon_cost_usd": carbon,
+        "energy_cost_usd": energy,
+        "emissions_t": emissions,
+        "energy_imported_mwh": float(grid_import_mw.sum() * dt),
+        "energy_exported_mwh": float(grid_export_mw.sum() * dt),
+        "renewable_curtailed_mwh": float((sc.renewable_mw[:, sl] - renewable_used_mw).sum() * dt),
+        "battery_throughput_mwh": float((charge_mw + discharge_mw).sum() * dt),
+        "jobs_run": float(len(job_start)),
+        "inference_served_pct": 100.0 * float(serve_gpus.sum()) / demand if demand > 0 else 100.0,
+    }
+
+
+# ---------------------------------------------------------------------------------------- solvers
+class _HiGHS(pulp.HiGHS):
+    """``pulp.HiGHS`` that can pass a (partial) MIP start to HiGHS before ``run()``.
+
+    ``warm_start`` maps variable names to values; HiGHS completes a partial assignment itself and
+    uses it as the first incumbent if it is feasible.
+    """
+
+    def __init__(self, warm_start: dict[str, float] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.warm_start = warm_start or {}
+
+    def callSolver(self, lp: pulp.LpProblem) -> None:
+        if self.warm_start:
+            idx, val = [], []
+            for var in lp.variables():
+                if var.name in self.warm_start:
+                    idx.append(var.index)
+                    val.append(float(self.warm_start[var.name]))
+            lp.solverModel.setSolution(
+                len(idx), np.array(idx, dtype=np.int32), np.array(val, dtype=np.float64)
+            )
+        lp.solverModel.run()
+
+
+@dataclass
+class _Run:
+    status: str
+    bound: float = math.nan
+    gap: float = math.nan
+    detail: str = ""
+
+
+def _run_highs(
+    m: Model,
+    time_limit_s: float,
+    mip_gap: float,
+    threads: int | None,
+    msg: bool,
+    warm: dict[str, float] | None,
+) -> _Run:
+    solver = _HiGHS(warm_start=warm, msg=msg, timeLimit=time_limit_s, gapRel=mip_gap, threads=threads)
+    m.prob.solve(solver)
+    h = m.prob.solverModel
+    ms = h.getModelStatus()
+    info = h.getInfo()
+    detail = f"HiGHS model status: {h.modelStatusToString(ms)}"
+    has_solution = m.prob.sol_status in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible) and (
+        info.primal_solution_status == 2
+    )
+    is_mip = bool(m.integer_variables())
+    sign = -1.0 if m.prob.sense == pulp.LpMaximize else 1.0
+    const = float(m.prob.objective.constant) if m.prob.objective is not None else 0.0
+    M = highspy.HighsModelStatus
+    if ms == M.kOptimal and has_solution:
+        if is_mip:
+            return _Run("optimal", sign * info.mip_dual_bound + const, info.mip_gap, detail)
+        obj = sign * info.objective_function_value + const
+        return _Run("optimal", obj, 0.0, detail)
+    if ms in (M.kInfeasible, M.kUnboundedOrInfeasible):
+        return _Run("infeasible", detail=detail)
+    if ms in (M.kTimeLimit, M.kIterationLimit, M.kInterrupt, M.kSolutionLimit):
+        if has_solution:
+            return _Run("time_limit", sign * info.mip_dual_bound + const, info.mip_gap, detail)
+        return _Run("error", detail=f"{detail}: stopped before any feasible solution was found")
+    return _Run("error", detail=detail)
+
+
+def _polish_highs(m: Model) -> bool:
+    """Fix every binary at its incumbent value and re-solve the LP in the same HiGHS instance."""
+    h = m.prob.solverModel
+    for var in m.integer_variables():
+        value = float(round(var.varValue))
+        h.changeColIntegrality(var.index, highspy.HighsVarType.kContinuous)
+        h.changeColBounds(var.index, value, value)
+    h.setOptionValue("time_limit", float("inf"))
+    h.run()
+    if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+        return False
+    values = h.getSolution().col_value
+    for var in m.prob.variables():
+        var.varValue = values[var.index]
+    return True
+
+
+def _run_cbc(m: Model, time_limit_s: float, mip_gap: float, threads: int | None, msg: bool) -> _Run:
+    solver = pulp.PULP_CBC_CMD(msg=msg, timeLimit=time_limit_s, gapRel=mip_gap, threads=threads)
+    m.prob.solve(solver)
+    if m.prob.sol_status == pulp.LpSolutionOptimal:
+        return _Run("optimal", detail="CBC: optimal")
+    if m.prob.sol_status == pulp.LpSolutionIntegerFeasible:
+        return _Run("time_limit", detail="CBC: stopped with an incumbent")
+    if m.prob.sol_status == pulp.LpSolutionInfeasible or m.prob.status == pulp.LpStatusInfeasible:
+        return _Run("infeasible", detail="CBC: infeasible")
+    return _Run("error", detail=f"CBC: {pulp.LpStatus[m.prob.status]}")
+
+
+def _polish_cbc(m: Model, msg: bool) -> bool:
+    saved = []
+    for var in m.integer_variables():
+        saved.append((var, var.lowBound, var.upBound, var.cat))
+        value = float(round(var.varValue))
+        var.lowBound = var.upBound = value
+        var.cat = pulp.LpContinuous
+    try:
+        m.prob.solve(pulp.PULP_CBC_CMD(msg=msg))
+        return m.prob.sol_status == pulp.LpSolutionOptimal
+    finally:
+        for var, lo, up, cat in saved:
+            var.lowBound, var.upBound, var.cat = lo, up, cat
+
+
+def _run(
+    m: Model,
+    solver: str,
+    time_limit_s: float,
+    mip_gap: float,
+    threads: int | None,
+    msg: bool,
+    warm: dict[str, float] | None,
+) -> _Run:
+    if solver == "highs":
+        run = _run_highs(m, time_limit_s, mip_gap, threads, msg, warm)
+        polish = _polish_highs
+    elif solver == "cbc":
+        run = _run_cbc(m, time_limit_s, mip_gap, threads, msg)
+        polish = lambda model: _polish_cbc(model, msg)  # noqa: E731
+    else:
+        raise ModelError(f"solver: must be 'highs' or 'cbc' (got {solver!r})")
+    if run.status in ("optimal", "time_limit") and not polish(m):
+        run.detail += "; the LP with binaries fixed did not solve to optimality, kept the MIP values"
+    return run
+
+
+# ------------------------------------------------------------------------------------ extraction
+def _value(var: pulp.LpVariable) -> float:
+    if var.varValue is None:
+        raise RuntimeError(f"solver returned no value for {var.name}")
+    x = float(var.varValue)
+    lo = var.lowBound if var.lowBound is not None else -math.inf
+    up = var.upBound if var.upBound is not None else math.inf
+    x = min(max(x, lo), up)
+    return 0.0 if abs(x) < _ZERO else x
+
+
+def _array(m: Model, table: dict, shape: tuple[int, ...]) -> np.ndarray:
+    arr = np.zeros(shape)
+    for key, var in table.items():
+        arr[(*key[:-1], key[-1] - m.t0)] = _value(var)
+    return arr
+
+
+def extract(m: Model, initial_state: OperatingState | None = None) -> tuple[dict[str, Any], str]:
+    """Decision arrays of a solved model, completed as the environment would complete them.
+
+    Returns the arrays (keyword arguments of :func:`kpis_from_decisions` plus ``soc_mwh``) and a
+    note listing anything the completion had to change by more than 1e-6.
+    """
+    sc, n = m.scenario, m.n
+    job_start = sorted((j, s, t) for (j, s, t), var in m.start.items() if _value(var) > 0.5)
+    serve = _array(m, m.serve, (sc.K, sc.S, n))
+    unserved = np.maximum(0.0, sc.demand_gpus[:, m.t0 : m.t_end] - serve.sum(axis=1))
+    gen = _array(m, m.gen, (sc.S, n))
+    charge = _array(m, m.charge, (sc.S, n))
+    discharge = _array(m, m.discharge, (sc.S, n))
+    lp_soc = _array(m, m.soc, (sc.S, n))
+    running = initial_state.job_starts if initial_state is not None else ()
+    load = facility_load_mw(sc, job_start, serve, m.t0, running)
+    used, grid_import, grid_export = complete_grid(sc, load, gen, charge, discharge, m.t0)
+    soc = np.zeros((sc.S, n))
+    eta_c, eta_d = sc.site_array("eta_charge"), sc.site_array("eta_discharge")
+    level = m.soc0_mwh.copy()
+    for i in range(n):
+        level = level + (eta_c * charge[:, i] - discharge[:, i] / eta_d) * sc.dt_h
+        soc[:, i] = level
+    notes = []
+    for name, mine, lp in (
+        ("grid_import_mw", grid_import, _array(m, m.grid_import, (sc.S, n))),
+        ("grid_export_mw", grid_export, _array(m, m.grid_export, (sc.S, n))),
+        ("renewable_used_mw", used, _array(m, m.renewable_used, (sc.S, n))),
+        ("soc_mwh", soc, lp_soc),
+    ):
+        diff = float(np.abs(mine - lp).max()) if mine.size else 0.0
+        if diff > 1e-6:
+            notes.append(f"{name} completed by the env rule (max change {diff:.3g})")
+    arrays = {
+        "job_start": job_start,
+        "serve_gpus": serve,
+        "unserved_gpus": unserved,
+        "gen_mw": gen,
+        "charge_mw": charge,
+        "discharge_mw": discharge,
+        "grid_import_mw": grid_import,
+        "grid_export_mw": grid_export,
+        "renewable_used_mw": used,
+        "soc_mwh": soc,
+    }
+    return arrays, "; ".join(notes)
+
+
+# --------------------------------------------------------------------------------------- diagnosis
+def diagnose(
+    scenario: Scenario,
+    config: str = "joint",
+    initial_state: OperatingState | None = None,
+    window: int | None = None,
+    time_limit_s: float = 30.0,
+) -> str:
+    """Name the likely cause of an infeasible model.
+
+    Checks, in order: a mandatory job with no eligible site and start period where its GPUs fit; then
+    the carbon budget against the minimum achievable emissions (a min-emissions MILP without the
+    budget, whose proven lower bound is compared with the budget left); if even that model is
+    infeasible, the workload or power limits are the cause.
+    """
+    causes = []
+    base = build_model(scenario, config, initial_state, window, relax_budget=True)
+    sc = base.scenario
+    for j, job in enumerate(sc.jobs):
+        if not job.mandatory or j in base.started_before:
+            continue
+        if not any(key[0] == j for key in base.start):
+            causes.append(
+                f"mandatory job {j} ({job.name!r}, {job.gpus} GPUs, start window "
+                f"{job.release}..{job.latest_start}) fits nowhere: no eligible site has the GPUs, "
+                "or its start window is outside the modelled periods"
+            )
+    m = build_model(scenario, config, initial_state, window, objective="emissions", relax_budget=True)
+    run = _run_highs(m, time_limit_s, 1e-6, None, False, None)
+    budget = None
+    if sc.carbon_budget_t is not None:
+        emitted = initial_state.emissions_t if initial_state is not None else 0.0
+        budget = float(sc.carbon_budget_t) - float(emitted)
+    if run.status == "infeasible":
+        causes.append(
+            "infeasible even without a carbon budget: the mandatory jobs cannot all be placed within GPU "
+            "capacity, or a site's load cannot be supplied within its import, generator and battery limits"
+        )
+    elif run.status in ("optimal", "time_limit") and budget is not None:
+        lower = run.bound
+        if lower > budget + 1e-6:
+            causes.append(
+                f"carbon budget {budget:.2f} t (left for periods {m.t0}..{m.t_end - 1}) is below the minimum "
+                f"achievable emissions of {lower:.2f} t"
+            )
+    if not causes:
+        causes.append("no single cause found (budget and mandatory jobs are each satisfiable)")
+    return "; ".join(causes)
+
+
+# ------------------------------------------------------------------------------------------ solve
+def warm_start_values(m: Model) -> dict[str, float]:
+    """A MIP start from the carbon-agnostic rule (:mod:`envs.rules`): its job starts where they
+    exist in the model, every other start 0. HiGHS completes the rest and drops it if infeasible."""
+    from envs.rules import greedy_job_starts
+
+    chosen = set(greedy_job_starts(m.scenario))
+    return {var.name: float(key in chosen) for key, var in m.start.items()}
+
+
+def solve(
+    scenario: Scenario,
+    config: str = "joint",
+    time_limit_s: float = 60.0,
+    mip_gap: float = 1e-4,
+    threads: int | None = None,
+    initial_state: OperatingState | None = None,
+    window: int | None = None,
+    solver: str = "highs",
+    msg: bool = False,
+    *,
+    terminal_soc_mwh: Sequence[float] | None = None,
+    warm_start: bool = False,
+) -> Schedule:
+    """Solve configuration ``config`` (MODEL.md §6) of ``scenario`` and return a :class:`Schedule`.
+
+    Args:
+        scenario: the scenario (untransformed).
+        config: one of :data:`oracle.model.CONFIGS`.
+        time_limit_s: wall-clock limit of the MIP solve, s; a stop with an incumbent is ``time_limit``.
+        mip_gap: relative MIP gap at which HiGHS/CBC stop (1e-4 = 0.01 %).
+        threads: solver threads (None: the solver's default).
+        initial_state / window / terminal_soc_mwh: see :func:`oracle.model.build_model` (for MPC).
+        solver: ``"highs"`` (default) or ``"cbc"``.
+        msg: show the solver log.
+        warm_start: pass the carbon-agnostic rule's job starts as a MIP start.
+    """
+    if config not in CONFIGS:
+        raise ModelError(f"config: unknown configuration {config!r}; choose one of {list(CONFIGS)}")
+    t_build = time.perf_counter()
+    m = build_model(scenario, config, initial_state, window, terminal_soc_mwh=terminal_soc_mwh)
+    build_time = time.perf_counter() - t_build
+    warm = warm_start_values(m) if warm_start and solver == "highs" else None
+    t_solve = time.perf_counter()
+    run = _run(m, solver, time_limit_s, mip_gap, threads, msg, warm)
+    solve_time = time.perf_counter() - t_solve
+    relaxed = False
+    diagnosis = run.detail
+    if run.status == "infeasible" and config == "energy_only" and m.budget_remaining_t is not None:
+        t_build = time.perf_counter()
+        m = build_model(
+            scenario, config, initial_state, window, terminal_soc_mwh=terminal_soc_mwh, relax_budget=True
+        )
+        build_time += time.perf_counter() - t_build
+        t_solve = time.perf_counter()
+        run = _run(m, solver, time_limit_s, mip_gap, threads, msg, None)
+        solve_time += time.perf_counter() - t_solve
+        relaxed = run.status in ("optimal", "time_limit")
+        diagnosis = run.detail
+    sched = Schedule(
+        scenario=m.scenario,
+        config=config,
+        status=run.status,
+        bound_usd=run.bound,
+        mip_gap=run.gap,
+        build_time_s=build_time,
+        solve_time_s=solve_time,
+        carbon_budget_relaxed=relaxed,
+        t0=m.t0,
+    )
+    if run.status == "infeasible":
+        sched.diagnosis = f"{diagnosis}; likely cause: {diagnose(scenario, config, initial_state, window)}"
+        return sched
+    if run.status == "error":
+        sched.diagnosis = diagnosis
+        return sched
+    arrays, note = extract(m, initial_state)
+    for name, value in arrays.items():
+        setattr(sched, name, value)
+    sched.kpis = kpis_from_decisions(m.scenario, **arrays, t0=m.t0)
+    sched.objective_usd = sched.kpis["benefit_usd"]
+    notes = [diagnosis] + ([note] if note else [])
+    if relaxed:
+        emitted = initial_state.emissions_t if initial_state is not None else 0.0
+        left = float(scenario.carbon_budget_t) - float(emitted)
+        notes.append(
+            "carbon budget relaxed: the fixed carbon-agnostic workload cannot meet the budget of "
+            f"{left:.2f} t; "
+            f"solved without it, emissions {sched.kpis['emissions_t']:.2f} t, overrun "
+            f"{sched.kpis['emissions_t'] - left:.2f} t"
+        )
+    sched.diagnosis = "; ".join(n for n in notes if n)
+    return sched
