@@ -1,5 +1,16 @@
-"""Scenario model, presets, data loading and the Gymnasium environment."""
+"""Scenario model, presets, data loading and the Gymnasium environment.
 
+``import envs`` registers two Gymnasium ids, both taking the env's keyword arguments (``preset``,
+``scenario``, ``forecast_horizon``, ...):
+
+- ``CarbonAwareDC-v0``: :class:`CarbonAwareDCEnv`, the Dict action/observation API;
+- ``CarbonAwareDC-Flat-v0``: the same env behind :class:`envs.wrappers.FlatObsActionWrapper`
+  (flat float32 observation, one ``Box[-1, 1]`` action; SB3-ready), plus ``reward_scale``.
+"""
+
+import gymnasium as gym
+
+from envs.dc_env import CarbonAwareDCEnv
 from envs.presets import PRESETS, make_scenario
 from envs.scenario import (
     InferenceClass,
@@ -10,8 +21,19 @@ from envs.scenario import (
     TrainingJob,
 )
 
+ENV_ID = "CarbonAwareDC-v0"
+FLAT_ENV_ID = "CarbonAwareDC-Flat-v0"
+
+if ENV_ID not in gym.registry:
+    gym.register(id=ENV_ID, entry_point="envs.dc_env:CarbonAwareDCEnv", kwargs={"preset": "paper"})
+if FLAT_ENV_ID not in gym.registry:
+    gym.register(id=FLAT_ENV_ID, entry_point="envs.wrappers:make_flat_env", kwargs={"preset": "paper"})
+
 __all__ = [
+    "ENV_ID",
+    "FLAT_ENV_ID",
     "PRESETS",
+    "CarbonAwareDCEnv",
     "InferenceClass",
     "OperatingState",
     "Scenario",

@@ -1,0 +1,801 @@
+"""The Gymnasium environment of MODEL.md §7: the scheduling model, one period per step.
+
+This module is glue: it decodes the action, calls the pure functions of :mod:`envs.dynamics` and
+assembles observations and ``info``. Everything that depends only on the scenario (scaled series,
+padded forecast windows, forecast noise, job tables) is computed once at ``reset``; ``step`` only
+indexes precomputed arrays. See ``docs/env.md`` for the full observation and action layouts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from itertools import chain
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from envs import dynamics
+from envs.presets import PRESETS, make_scenario
+from envs.scenario import OperatingState, Scenario, ScenarioError
+
+PRICE_SCALE_USD_PER_MWH = 200.0
+"""Prices in the observation are divided by this."""
+OBS_BOUND = 10.0
+"""Every scaled observation value is clipped to [-OBS_BOUND, OBS_BOUND] (prices) or [0, OBS_BOUND]."""
+JOB_FEATURES = (
+    "present",
+    "waiting",
+    "running",
+    "done",
+    "gpus",
+    "remaining",
+    "slack",
+    "value_usd_per_gpu_h",
+    "until_release",
+)
+"""Per-slot job features in ``obs["jobs"]``, followed by one eligibility flag per site."""
+FORECAST_KEYS = ("price_import", "price_export", "carbon_intensity", "renewable", "cooling", "demand")
+"""Observation keys of the current + forecast series, (S, H+1) each except ``demand`` (K, H+1)."""
+_SERIES_OF = {
+    "price_import": "price_import",
+    "price_export": "price_export",
+    "carbon_intensity": "carbon_intensity",
+    "renewable": "renewable_mw",
+    "cooling": "cooling",
+    "demand": "demand_gpus",
+}
+
+N_FLOW_FIELDS = len(dynamics.FLOW_FIELDS)
+DEFAULT_VOLL_USD_PER_MWH = 10_000.0
+DEFAULT_CARBON_OVERRUN_USD_PER_T = 1_000.0
+DEFAULT_SOC_SHORTFALL_USD_PER_MWH = 1_000.0
+DEFAULT_MANDATORY_MISS_USD = 100_000.0
+
+
+class CarbonAwareDCEnv(gym.Env[dict[str, np.ndarray], dict[str, np.ndarray]]):
+    """Carbon-aware compute-power scheduling of AI data centers with microgrids (MODEL.md §7).
+
+    ## Description
+    An operator runs ``S`` data centers, each a microgrid with on-site renewables, a generator, a
+    battery and a grid connection. Every period (one step, ``dt_h`` hours) it decides which waiting
+    training jobs to start and where, how to route each inference class's demand over the sites
+    within its latency SLO, and how to run each battery and generator. The environment then
+    completes the period exactly as the MILP oracle would for those decisions (renewables first,
+    deficit imported, surplus exported at a positive export price, import-limit cascade), so that
+    replaying an oracle schedule earns exactly its objective.
+
+    ## Action Space
+    ``Dict``:
+
+    - ``start``: ``MultiDiscrete([S+1] * slots)``; slot i is job i of the scenario (padded slots
+      are ignored); 0 = hold, ``1+s`` = start at site ``s`` now.
+    - ``route``: ``Box(0, 1, (K, S), float64)``, the fraction of class k's demand served at site s.
+    - ``battery``: ``Box(-1, 1, (S,), float64)``, charge (+) or discharge (-) as a fraction of the
+      power limit.
+    - ``generator``: ``Box(0, 1, (S,), float64)``, output as a fraction of the generator capacity.
+
+    Invalid parts are repaired deterministically (``docs/env.md``) and reported in
+    ``info["repairs"]``; ``info["action_mask"]`` (slots, S+1) says which ``start`` choices are
+    allowed in the next period. NaN or inf anywhere raises ``ValueError``.
+
+    ## Observation Space
+    ``Dict`` of float32 boxes with finite bounds (plus ``period``, int64): ``period`` (raw period
+    index), ``time``, ``soc``, ``free_gpus``, ``jobs`` (slots, 9 + S), ``carbon``, and the current
+    + next ``H`` periods of ``price_import``, ``price_export``, ``carbon_intensity``, ``renewable``,
+    ``cooling`` (S, H+1) and ``demand`` (K, H+1). Scaling and padding: ``docs/env.md``.
+
+    ## Rewards
+    The period's term of the objective (MODEL.md §5) in USD, minus penalties for lost load, carbon
+    above the budget, a terminal state of charge below the initial one and mandatory jobs never
+    started. ``info["reward_terms"]`` holds the breakdown (costs negative) that sums to the reward.
+
+    ## Starting State
+    Period 0 with every battery at ``soc_init_frac`` and no job started. The scenario is the one
+    given, or drawn from the preset with a seed taken from ``self.np_random`` in ``scenario_seeds``.
+
+    ## Episode End
+    ``terminated=True`` after the last period ``T - 1``; never truncated.
+
+    ## Arguments
+    - ``scenario``: a :class:`~envs.scenario.Scenario` used on every reset (None: draw from preset).
+    - ``preset``: fixes the space shapes (``S``, ``K``, job slots ``J``, horizon ``T``); None takes
+      them from ``scenario``.
+    - ``seed_scenarios``: draw a new preset scenario on every reset (else always seed 0).
+    - ``scenario_seeds``: the seeds drawn from (default 1000..999999; 0..999 are held out).
+    - ``forecast_horizon`` ``H`` periods; ``forecast_noise`` relative noise per sqrt(lead period).
+    - ``render_mode``: None, ``"ansi"`` or ``"rgb_array"``.
+    - penalty values: ``voll_usd_per_mwh``, ``carbon_overrun_usd_per_t``,
+      ``soc_shortfall_usd_per_mwh``, ``mandatory_miss_usd``.
+
+    ## Version History
+    - v0: initial version.
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
+
+    def __init__(
+        self,
+        scenario: Scenario | None = None,
+        preset: str | None = "paper",
+        seed_scenarios: bool = True,
+        scenario_seeds: Sequence[int] = range(1000, 1_000_000),
+        forecast_horizon: int = 24,
+        forecast_noise: float = 0.0,
+        render_mode: str | None = None,
+        voll_usd_per_mwh: float = DEFAULT_VOLL_USD_PER_MWH,
+        carbon_overrun_usd_per_t: float = DEFAULT_CARBON_OVERRUN_USD_PER_T,
+        soc_shortfall_usd_per_mwh: float = DEFAULT_SOC_SHORTFALL_USD_PER_MWH,
+        mandatory_miss_usd: float = DEFAULT_MANDATORY_MISS_USD,
+    ) -> None:
+        if preset is None:
+            if scenario is None:
+                raise ScenarioError("preset: None needs a scenario to take the sizes from")
+            sizes = {"S": scenario.S, "T": scenario.T, "J": scenario.J, "K": scenario.K}
+        elif preset not in PRESETS:
+            raise ScenarioError(f"preset: unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+        else:
+            sizes = PRESETS[preset]
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode: {render_mode!r} not in {self.metadata['render_modes']}")
+        if int(forecast_horizon) < 0:
+            raise ValueError(f"forecast_horizon: must be >= 0 (got {forecast_horizon!r})")
+        if not (math.isfinite(forecast_noise) and forecast_noise >= 0.0):
+            raise ValueError(f"forecast_noise: must be finite and >= 0 (got {forecast_noise!r})")
+        if len(scenario_seeds) == 0:
+            raise ValueError("scenario_seeds: empty")
+        self.preset = preset
+        self.S, self.K, self.n_slots, self.T_max = sizes["S"], sizes["K"], sizes["J"], sizes["T"]
+        self.H = int(forecast_horizon)
+        self.forecast_noise = float(forecast_noise)
+        self.seed_scenarios = bool(seed_scenarios)
+        self.scenario_seeds = scenario_seeds
+        self.render_mode = render_mode
+        self.voll_usd_per_mwh = float(voll_usd_per_mwh)
+        self.carbon_overrun_usd_per_t = float(carbon_overrun_usd_per_t)
+        self.soc_shortfall_usd_per_mwh = float(soc_shortfall_usd_per_mwh)
+        self.mandatory_miss_usd = float(mandatory_miss_usd)
+        self._given: Scenario | None = None
+        if scenario is not None:
+            self.set_scenario(scenario)
+        self.scenario: Scenario | None = None
+        self.scenario_seed: int | None = None
+        self._prepared: Scenario | None = None
+        self._t = 0
+        self._done = True
+
+        S, K, slots, H1 = self.S, self.K, self.n_slots, self.H + 1
+        b = OBS_BOUND
+        f32 = np.float32
+        self.action_space = spaces.Dict(
+            {
+                "start": spaces.MultiDiscrete(np.full(slots, S + 1, dtype=np.int64)),
+                "route": spaces.Box(0.0, 1.0, (K, S), np.float64),
+                "battery": spaces.Box(-1.0, 1.0, (S,), np.float64),
+                "generator": spaces.Box(0.0, 1.0, (S,), np.float64),
+            }
+        )
+        self.observation_space = spaces.Dict(
+            {
+                "period": spaces.Box(0, self.T_max, (1,), np.int64),
+                "time": spaces.Box(-1.0, 1.0, (3,), f32),
+                "soc": spaces.Box(0.0, 1.0, (S,), f32),
+                "free_gpus": spaces.Box(0.0, 1.0, (S,), f32),
+                "jobs": spaces.Box(0.0, b, (slots, len(JOB_FEATURES) + S), f32),
+                "carbon": spaces.Box(0.0, b, (3,), f32),
+                "price_import": spaces.Box(-b, b, (S, H1), f32),
+                "price_export": spaces.Box(-b, b, (S, H1), f32),
+                "carbon_intensity": spaces.Box(0.0, b, (S, H1), f32),
+                "renewable": spaces.Box(0.0, b, (S, H1), f32),
+                "cooling": spaces.Box(0.0, b, (S, H1), f32),
+                "demand": spaces.Box(0.0, b, (K, H1), f32),
+            }
+        )
+
+    # ------------------------------------------------------------------ scenario handling
+    def set_scenario(self, scenario: Scenario | None) -> None:
+        """Use ``scenario`` on every following reset (None: draw from the preset again)."""
+        if scenario is not None:
+            self._check_sizes(scenario)
+        self._given = scenario
+
+    def _check_sizes(self, sc: Scenario) -> None:
+        if not isinstance(sc, Scenario):
+            raise ScenarioError(f"scenario: must be a Scenario (got {type(sc).__name__})")
+        where = f"preset {self.preset!r}" if self.preset is not None else "the env's sizes"
+        if sc.S != self.S:
+            raise ScenarioError(f"scenario.S: {where} has {self.S} sites (got {sc.S})")
+        if sc.K != self.K:
+            raise ScenarioError(f"scenario.K: {where} has {self.K} inference classes (got {sc.K})")
+        if sc.J > self.n_slots:
+            raise ScenarioError(f"scenario.J: {where} has {self.n_slots} job slots (got {sc.J} jobs)")
+        if sc.T > self.T_max:
+            raise ScenarioError(f"scenario.T: {where} has at most {self.T_max} periods (got {sc.T})")
+
+    def _prepare(self, sc: Scenario) -> None:
+        """Precompute every scenario constant the step needs (once per scenario)."""
+        S, slots = self.S, self.n_slots
+        self._dt = float(sc.dt_h)
+        site = sc.site_array
+        self._cap = site("gpu_capacity")
+        self._gpu_mw = np.array(sc.gpu_mw, dtype=np.float64)
+        self._base_it = site("base_it_mw")
+        self._gen_cap = site("gen_capacity_mw")
+        self._gen_cost = site("gen_cost_usd_per_mwh")
+        self._gen_em = site("gen_emissions_t_per_mwh")
+        self._cap_mwh = site("capacity_mwh")
+        self._charge_lim = site("charge_mw")
+        self._discharge_lim = site("discharge_mw")
+        self._eta_c = site("eta_charge")
+        self._eta_d = site("eta_discharge")
+        self._soc_min = np.array([s.soc_min_mwh for s in sc.sites])
+        self._soc_max = np.array([s.soc_max_mwh for s in sc.sites])
+        self._soc_init = np.array([s.soc_init_mwh for s in sc.sites])
+        self._degr = site("degradation_usd_per_mwh")
+        self._imp_lim = site("import_limit_mw")
+        self._exp_lim = site("export_limit_mw")
+        self._cap_safe = np.where(self._cap > 0, self._cap, 1.0)
+        self._soc_scale = np.where(self._cap_mwh > 0, 1.0 / np.where(self._cap_mwh > 0, self._cap_mwh, 1), 0)
+        # Period-major (T, S) copies so that row t is contiguous.
+        self._cooling = np.ascontiguousarray(sc.cooling.T)
+        self._renewable = np.ascontiguousarray(sc.renewable_mw.T)
+        self._p_imp = np.ascontiguousarray(sc.price_import.T)
+        self._p_exp = np.ascontiguousarray(sc.price_export.T)
+        self._ci = np.ascontiguousarray(sc.carbon_intensity.T)
+        self._demand = np.ascontiguousarray(sc.demand_gpus.T)
+        self._export_cap = np.where(self._p_exp > 0.0, self._exp_lim, 0.0)
+        self._revenue = sc.class_array("revenue_usd_per_gpu_h")
+        self._penalty = sc.class_array("unserved_penalty_usd_per_gpu_h")
+        self._routes = np.array(sc.routes, dtype=np.float64)
+
+        # Job slots (padded): absent slots have gpus 0 and an empty window.
+        J = sc.J
+        self._present = np.zeros(slots, dtype=bool)
+        self._present[:J] = True
+        self._gpus = np.zeros(slots)
+        self._dur = np.zeros(slots, dtype=np.int64)
+        self._release = np.zeros(slots, dtype=np.int64)
+        self._latest = np.full(slots, -1, dtype=np.int64)
+        self._value = np.zeros(slots)
+        self._mandatory = np.zeros(slots, dtype=bool)
+        self._elig = np.zeros((slots, S), dtype=bool)
+        self._job_mw = np.zeros((slots, S))
+        if J:
+            self._gpus[:J] = sc.job_array("gpus")
+            self._dur[:J] = sc.job_array("duration")
+            self._release[:J] = sc.job_array("release")
+            self._latest[:J] = sc.job_array("latest_start")
+            self._value[:J] = sc.job_array("value_usd")
+            self._mandatory[:J] = sc.job_array("mandatory").astype(bool)
+            self._elig[:J] = sc.eligible
+            self._job_mw[:J] = sc.job_power_mw
+        self._any_mandatory = bool(self._mandatory.any())
+        gpu_scale = float(max(self._cap.max(), 1.0))
+        T = sc.T
+        self._inv_T = 1.0 / T
+        # Job features and start readiness of every slot for t = 0..T, as if no job had started;
+        # step overwrites the rows of started jobs. Padded slots stay all zero.
+        t_col = np.arange(T + 1)[:, None]
+        waiting = self._present & (t_col <= self._latest)
+        jobs = np.zeros((T + 1, slots, len(JOB_FEATURES) + S), dtype=np.float32)
+        jobs[:, :, 0] = self._present
+        jobs[:, :, 1] = waiting
+        jobs[:, :, 3] = self._present & ~waiting
+        jobs[:, :, 4] = np.minimum(self._gpus / gpu_scale, OBS_BOUND)
+        jobs[:, :, 5] = np.where(waiting, self._dur, 0) / T
+        jobs[:, :, 6] = np.where(waiting, self._latest - t_col, 0) / T
+        gpu_h = np.where(self._present, self._gpus * self._dur * self._dt, 1.0)
+        jobs[:, :, 7] = np.minimum(self._value / gpu_h, OBS_BOUND)
+        jobs[:, :, 8] = np.where(waiting, np.maximum(self._release - t_col, 0), 0) / T
+        jobs[:, :, len(JOB_FEATURES) :] = self._elig
+        self._jobs_block = np.minimum(jobs, OBS_BOUND)
+        ready = waiting & (self._release <= t_col)
+        self._ready_block = ready[:, :, None] & self._elig
+        self._t_col = t_col
+        self._gpus_col = self._gpus[:, None]
+        self._hold_only = np.zeros((slots, S + 1), dtype=bool)
+        self._hold_only[:, 0] = True
+
+        # Per-site constants as plain floats for the per-site power functions.
+        self._site_consts = list(
+            zip(
+                self._charge_lim.tolist(),
+                self._discharge_lim.tolist(),
+                self._soc_min.tolist(),
+                self._soc_max.tolist(),
+                self._eta_c.tolist(),
+                self._eta_d.tolist(),
+                self._gpu_mw.tolist(),
+                self._gen_cap.tolist(),
+                self._imp_lim.tolist(),
+                self._gen_cost.tolist(),
+                self._degr.tolist(),
+                self._gen_em.tolist(),
+                strict=True,
+            )
+        )
+        self._cooling_l = self._cooling.tolist()
+        self._renewable_l = self._renewable.tolist()
+        self._export_cap_l = self._export_cap.tolist()
+        self._p_imp_l = self._p_imp.tolist()
+        self._p_exp_l = self._p_exp.tolist()
+        self._ci_l = self._ci.tolist()
+        self._soc_init_l = self._soc_init.tolist()
+        self._demand_l = self._demand.tolist()
+        self._revenue_l = self._revenue.tolist()
+        self._penalty_l = self._penalty.tolist()
+        tol = dynamics.REPAIR_RTOL
+        self._tol_gpus = tol * max(1.0, float(self._cap.max()))
+        self._tol_mw = tol * max(
+            1.0,
+            float(self._imp_lim.max()),
+            float(self._gen_cap.max()),
+            float(self._charge_lim.max()),
+            float(self._discharge_lim.max()),
+        )
+
+        # Time features for t = 0..T (the terminal observation included).
+        t = np.arange(T + 1)
+        hour = (t * self._dt) % 24.0
+        self._time_block = np.stack(
+            [t / T, np.sin(2 * np.pi * hour / 24.0), np.cos(2 * np.pi * hour / 24.0)], axis=1
+        ).astype(np.float32)
+        self._time_block.flags.writeable = False
+
+        # Forecast windows: series padded with their last value to T + H + 1 periods, then the
+        # window of each issue period t = 0..T as one (T+1, rows, H+1) block.
+        power_scale = np.where(self._imp_lim > 0, self._imp_lim, 1.0)[:, None]
+        scales = {
+            "price_import": PRICE_SCALE_USD_PER_MWH,
+            "price_export": PRICE_SCALE_USD_PER_MWH,
+            "carbon_intensity": 1.0,
+            "renewable": power_scale,
+            "cooling": 1.0,
+            "demand": gpu_scale,
+        }
+        H1 = self.H + 1
+        self._windows: dict[str, np.ndarray] = {}
+        for key in FORECAST_KEYS:
+            series = getattr(sc, _SERIES_OF[key])
+            padded = np.concatenate([series, np.repeat(series[:, -1:], self.H + 1, axis=1)], axis=1)
+            win = np.lib.stride_tricks.sliding_window_view(padded, H1, axis=1)[:, : T + 1]
+            self._windows[key] = np.ascontiguousarray(win.transpose(1, 0, 2))
+        self._scales = scales
+        self._prepared = sc
+
+    def _draw_forecasts(self) -> None:
+        """Draw this episode's forecast noise and build the scaled float32 observation blocks."""
+        H1 = self.H + 1
+        self._noise: dict[str, np.ndarray] | None = None
+        if self.forecast_noise > 0.0:
+            lead_sd = self.forecast_noise * np.sqrt(np.arange(H1))
+            self._noise = {}
+            for key in FORECAST_KEYS:
+                shape = self._windows[key].shape
+                eps = self.np_random.standard_normal(shape)
+                self._noise[key] = np.maximum(1.0 + lead_sd * eps, 0.0)
+        self._blocks: dict[str, np.ndarray] = {}
+        for key in FORECAST_KEYS:
+            win = self._windows[key]
+            if self._noise is not None:
+                win = win * self._noise[key]
+            low = -OBS_BOUND if key.startswith("price") else 0.0
+            block = np.clip(win / self._scales[key], low, OBS_BOUND).astype(np.float32)
+            block.flags.writeable = False  # observations hand out read-only views of it
+            self._blocks[key] = block
+
+    # ------------------------------------------------------------------ Gymnasium API
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Start an episode at period 0 (see the class docstring, "Starting State")."""
+        super().reset(seed=seed)
+        if self._given is not None:
+            sc, sc_seed = self._given, None
+        else:
+            if self.preset is None:
+                raise ScenarioError("preset: None needs a scenario")
+            if self.seed_scenarios:
+                sc_seed = int(self.scenario_seeds[int(self.np_random.integers(len(self.scenario_seeds)))])
+            else:
+                sc_seed = 0
+            sc = make_scenario(self.preset, sc_seed)
+            self._check_sizes(sc)
+        if sc is not self._prepared:
+            self._prepare(sc)
+        self.scenario = sc
+        self.scenario_seed = sc_seed
+        self._draw_forecasts()
+        self._T = sc.T
+        self._t = 0
+        self._done = False
+        self._soc = self._soc_init.tolist()
+        self._start_period = np.full(self.n_slots, -1, dtype=np.int64)
+        self._start_site = np.full(self.n_slots, -1, dtype=np.int64)
+        self._is_started = np.zeros(self.n_slots, dtype=bool)
+        # Per-episode copies of the job tables, rewritten from t on when a job starts.
+        self._jobs_live = self._jobs_block.copy()
+        self._ready_live = self._ready_block.copy()
+        self._held_gpus = np.zeros((sc.T, self.S))
+        self._fixed_it = np.tile(self._base_it, (sc.T, 1))  # base IT + running jobs, MW
+        self._emissions = 0.0
+        self._missed = np.zeros(self.n_slots, dtype=bool)
+        self._last: dict[str, Any] | None = None
+        self._history: list[dict[str, Any]] = []
+        self._mask = self._action_mask(0)
+        return self._observation(), {
+            "period": 0,
+            "action_mask": self._mask,
+            "scenario_seed": sc_seed,
+            "scenario": sc.name,
+        }
+
+    def step(self, action: dict[str, Any]) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        """Simulate one period (see the class docstring and ``docs/env.md``)."""
+        if self._done:
+            raise RuntimeError("the episode is over (or has not begun): call reset()")
+        start, route, battery, generator, clipped = self._read_action(action)
+        t, dt = self._t, self._dt
+        repairs: dict[str, Any] = {}
+
+        # 1. Job starts, in slot order, against the GPUs held by running jobs.
+        placed, ignored, free = dynamics.place_starts(
+            start, self._mask, self._gpus, self._cap - self._held_gpus[t]
+        )
+        if ignored:
+            repairs["start_ignored"] = ignored
+        value_started = 0.0
+        if placed:
+            for i, s in placed:
+                end = t + int(self._dur[i])
+                self._held_gpus[t:end, s] += self._gpus[i]
+                self._fixed_it[t:end, s] += self._job_mw[i, s]
+                self._start_period[i] = t
+                self._start_site[i] = s
+                value_started += float(self._value[i])
+                self._is_started[i] = True
+                self._ready_live[t:, i] = False
+                rows = self._jobs_live[t:, i]
+                remaining = np.maximum(end - self._t_col[t:, 0], 0)
+                rows[:, 1] = 0.0
+                rows[:, 2] = remaining > 0
+                rows[:, 3] = remaining == 0
+                rows[:, 5] = remaining * self._inv_T
+                rows[:, 6] = 0.0
+                rows[:, 8] = 0.0
+
+        # 2. Inference routing on the GPUs left free.
+        demand = self._demand[t]
+        frac, route_clipped, removed, scaled = dynamics.repair_routes(route, self._routes)
+        serve, site_gpus, cut = dynamics.serve_within_capacity(frac, demand, free)
+
+        # 3-4. Per site: set points, power completion, state of charge, energy terms.
+        fixed_it = self._fixed_it[t].tolist()
+        inference = site_gpus.tolist()
+        cooling, renewable, export_cap = self._cooling_l[t], self._renewable_l[t], self._export_cap_l[t]
+        p_imp, p_exp, ci = self._p_imp_l[t], self._p_exp_l[t], self._ci_l[t]
+        soc = self._soc
+        rows = []
+        new_soc = []
+        battery_clipped = 0.0
+        cascaded = False
+        exp_usd = imp_usd = gen_usd = degr_usd = em = 0.0
+        for s, (
+            c_lim,
+            d_lim,
+            soc_lo,
+            soc_hi,
+            eta_c,
+            eta_d,
+            gpu_mw,
+            gen_cap,
+            imp_lim,
+            g_cost,
+            degr,
+            g_em,
+        ) in enumerate(self._site_consts):
+            charge, discharge, b_clip = dynamics.battery_power(
+                battery[s], soc[s], c_lim, d_lim, soc_lo, soc_hi, eta_c, eta_d, dt
+            )
+            battery_clipped += b_clip
+            f = dynamics.complete_power(
+                fixed_it[s],
+                inference[s],
+                gpu_mw,
+                cooling[s],
+                renewable[s],
+                charge,
+                discharge,
+                dynamics.generator_power(generator[s], gen_cap),
+                gen_cap,
+                imp_lim,
+                export_cap[s],
+            )
+            rows.append(f)
+            if f[10] or f[11] or f[12] or f[13] or f[14]:
+                cascaded = True
+            new_soc.append(dynamics.soc_next(soc[s], f[6], f[7], eta_c, eta_d, soc_lo, soc_hi, dt))
+            e_usd, i_usd, g_usd, d_usd, e_t = dynamics.site_energy_terms(
+                f, p_imp[s], p_exp[s], g_cost, degr, ci[s], g_em, dt
+            )
+            exp_usd += e_usd
+            imp_usd += i_usd
+            gen_usd += g_usd
+            degr_usd += d_usd
+            em += e_t
+        self._soc = new_soc
+        flows_arr = np.fromiter(chain.from_iterable(rows), np.float64, len(rows) * N_FLOW_FIELDS)
+        flows_arr = flows_arr.reshape(len(rows), N_FLOW_FIELDS)
+        (load, imp, exp, ren_used, curtailed, gen, charge, discharge, lost, keep) = flows_arr.T[:10]
+        if cascaded:
+            cascades = flows_arr[:, 10:]
+            serve = serve * keep
+            for j, key in enumerate(dynamics.FLOW_FIELDS[10:]):
+                amount = cascades[:, j]
+                tol = self._tol_gpus if key == "shed_gpus" else self._tol_mw
+                if amount.max() > tol:
+                    repairs[key] = float(amount.sum())
+        revenue_usd, unserved_usd, unserved_l = dynamics.inference_terms(
+            [sum(row) for row in serve.tolist()], self._demand_l[t], self._revenue_l, self._penalty_l, dt
+        )
+        unserved = np.array(unserved_l)
+
+        # 5. Carbon budget and terminal penalties, then the reward.
+        sc = self.scenario
+        overrun = dynamics.carbon_overrun_t(self._emissions, em, sc.carbon_budget_t)
+        self._emissions += em
+        last = t == self._T - 1
+        shortfall = 0.0
+        if last:
+            shortfall = sum(max(0.0, a - b) for a, b in zip(self._soc_init_l, new_soc, strict=True))
+        missed = 0
+        if self._any_mandatory:
+            newly = self._mandatory & ~self._is_started & ~self._missed
+            newly &= (self._latest <= t) | last
+            missed = int(newly.sum())
+            self._missed |= newly
+        terms = {
+            "training_value_usd": value_started,
+            "inference_revenue_usd": revenue_usd,
+            "unserved_penalty_usd": unserved_usd,
+            "export_revenue_usd": exp_usd,
+            "import_cost_usd": imp_usd,
+            "gen_cost_usd": gen_usd,
+            "degradation_cost_usd": degr_usd,
+            "carbon_cost_usd": -sc.carbon_price_usd_per_t * em,
+            "lost_load_usd": -self.voll_usd_per_mwh * float(lost.sum()) * dt if cascaded else 0.0,
+            "carbon_overrun_usd": -self.carbon_overrun_usd_per_t * overrun,
+            "soc_shortfall_usd": -self.soc_shortfall_usd_per_mwh * shortfall,
+            "mandatory_miss_usd": -self.mandatory_miss_usd * missed,
+        }
+        reward = sum(terms.values())
+
+        # 6. Workload and set-point repairs above the reporting tolerance.
+        tol = dynamics.REPAIR_RTOL
+        clipped += route_clipped
+        if clipped > tol:
+            repairs["action_clipped"] = clipped
+        if removed > tol:
+            repairs["route_removed"] = removed
+        if scaled > tol:
+            repairs["route_scaled"] = scaled
+        if cut > self._tol_gpus:
+            repairs["serve_cut_gpus"] = cut
+        if battery_clipped > self._tol_mw:
+            repairs["battery_clipped_mw"] = battery_clipped
+
+        # 7. Advance and observe.
+        self._t = t + 1
+        terminated = self._t >= self._T
+        self._done = terminated
+        self._mask = self._action_mask(self._t)
+        soc_arr = np.array(new_soc)
+        flows = {
+            "grid_import_mw": imp,
+            "grid_export_mw": exp,
+            "renewable_used_mw": ren_used,
+            "curtailed_mw": curtailed,
+            "gen_mw": gen,
+            "charge_mw": charge,
+            "discharge_mw": discharge,
+            "soc_mwh": soc_arr,
+            "load_mw": load,
+            "lost_load_mw": lost,
+            "serve_gpus": serve,
+            "unserved_gpus": unserved,
+        }
+        info = {
+            "period": t,
+            "reward_terms": terms,
+            "flows": flows,
+            "emissions_t": em,
+            "emissions_total_t": self._emissions,
+            "repairs": repairs,
+            "action_mask": self._mask,
+            "scenario_seed": self.scenario_seed,
+        }
+        if self.render_mode is not None:
+            self._last = {"period": t, "reward": reward, "terms": terms, "flows": flows, "free": free}
+            self._history.append(self._last)
+        return self._observation(soc_arr), reward, terminated, False, info
+
+    def _read_action(self, action: dict[str, Any]) -> tuple[Any, ...]:
+        """The action parts: ``start`` (slots,) int64, ``route`` (K, S) float64, ``battery`` and
+        ``generator`` as lists of floats, and the total clipped from battery and generator set
+        points outside their boxes. NaN or inf raise ValueError."""
+        try:
+            start = np.asarray(action["start"])
+            route = np.asarray(action["route"], dtype=np.float64)
+            battery = np.asarray(action["battery"], dtype=np.float64)
+            generator = np.asarray(action["generator"], dtype=np.float64)
+        except (KeyError, TypeError, IndexError) as exc:
+            raise ValueError(f"action: need a dict with start, route, battery, generator ({exc!r})") from exc
+        if start.shape != (self.n_slots,):
+            raise ValueError(f"action['start']: shape {start.shape}, expected {(self.n_slots,)}")
+        if route.shape != (self.K, self.S):
+            raise ValueError(f"action['route']: shape {route.shape}, expected {(self.K, self.S)}")
+        if battery.shape != (self.S,) or generator.shape != (self.S,):
+            raise ValueError(f"action['battery'], ['generator']: shapes must be {(self.S,)}")
+        if start.dtype.kind != "i":
+            if start.dtype.kind in "fc" and not np.isfinite(start).all():
+                raise ValueError("action['start']: NaN or inf")
+            start = start.astype(np.int64)
+        b, g = battery.tolist(), generator.tolist()
+        isfinite = math.isfinite
+        finite = all(map(isfinite, b)) and all(map(isfinite, g))
+        if not (finite and all(map(isfinite, route.ravel().tolist()))):
+            raise ValueError("action: NaN or inf in route, battery or generator")
+        clipped = 0.0
+        if min(b) < -1.0 or max(b) > 1.0 or min(g) < 0.0 or max(g) > 1.0:
+            clipped = sum(max(x - 1.0, -1.0 - x, 0.0) for x in b) + sum(max(x - 1.0, -x, 0.0) for x in g)
+        return start, route, b, g, clipped
+
+    # ------------------------------------------------------------------ observation
+    def _action_mask(self, t: int) -> np.ndarray:
+        """(slots, S+1) bool: hold always; start at s iff waiting, released, eligible and fitting."""
+        mask = self._hold_only.copy()
+        if t < self._T:
+            mask[:, 1:] = self._ready_live[t] & (self._gpus_col <= self._cap - self._held_gpus[t])
+        return mask
+
+    def _observation(self, soc: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        t = self._t
+        jobs = self._jobs_live[t].copy()
+        held = self._held_gpus[t] if t < self._T else 0.0
+        budget = self.scenario.carbon_budget_t
+        if budget is None:
+            carbon = (0.0, 0.0, 1.0)
+        elif budget > 0:
+            used = self._emissions / budget
+            carbon = (1.0, min(used, OBS_BOUND), max(1.0 - used, 0.0))
+        else:
+            carbon = (1.0, OBS_BOUND if self._emissions > 0 else 0.0, 0.0)
+        if soc is None:
+            soc = np.array(self._soc)
+        b = self._blocks
+        return {
+            "period": np.array([t], dtype=np.int64),
+            "time": self._time_block[t],
+            "soc": (soc * self._soc_scale).astype(np.float32),
+            "free_gpus": ((self._cap - held) / self._cap_safe).astype(np.float32),
+            "jobs": jobs,
+            "carbon": np.array(carbon, dtype=np.float32),
+            "price_import": b["price_import"][t],
+            "price_export": b["price_export"][t],
+            "carbon_intensity": b["carbon_intensity"][t],
+            "renewable": b["renewable"][t],
+            "cooling": b["cooling"][t],
+            "demand": b["demand"][t],
+        }
+
+    def forecast(self) -> dict[str, np.ndarray]:
+        """The current period's forecasts, unscaled (same noisy numbers as the observation).
+
+        Keys are the scenario's series names: ``price_import``, ``price_export`` (USD/MWh),
+        ``carbon_intensity`` (t/MWh), ``renewable_mw`` (MW), ``cooling`` (MW per IT MW), each (S, H+1),
+        and ``demand_gpus`` (K, H+1); column 0 is the current period (exact), column ``l`` the
+        forecast ``l`` periods ahead; beyond the horizon the last period's value is repeated.
+        """
+        if self.scenario is None:
+            raise RuntimeError("call reset() first")
+        t = self._t
+        out = {}
+        for key in FORECAST_KEYS:
+            win = self._windows[key][t]
+            if self._noise is not None:
+                win = win * self._noise[key][t]
+            out[_SERIES_OF[key]] = np.array(win, dtype=np.float64)
+        return out
+
+    def state_snapshot(self) -> OperatingState:
+        """Where the system stands at the start of the current period (for MPC and DAgger)."""
+        if self.scenario is None:
+            raise RuntimeError("call reset() first")
+        starts = tuple(
+            (int(i), int(self._start_site[i]), int(self._start_period[i]))
+            for i in np.flatnonzero(self._start_period >= 0)
+        )
+        return OperatingState(
+            period=self._t,
+            soc_mwh=tuple(self._soc),
+            job_starts=starts,
+            emissions_t=float(self._emissions),
+        )
+
+    # ------------------------------------------------------------------ rendering
+    def render(self) -> str | np.ndarray | None:
+        """``"ansi"``: a text summary of the last step; ``"rgb_array"``: an RGB frame (H, W, 3)."""
+        if self.render_mode is None:
+            gym.logger.warn("render() called without a render_mode; pass render_mode= to the env")
+            return None
+        if self.scenario is None:
+            raise RuntimeError("call reset() first")
+        if self.render_mode == "ansi":
+            return self._render_text()
+        return self._render_frame()
+
+    def _render_text(self) -> str:
+        sc = self.scenario
+        budget = "none" if sc.carbon_budget_t is None else f"{sc.carbon_budget_t:,.1f} t"
+        lines = [
+            f"{sc.name}  period {self._t}/{self._T}  emissions {self._emissions:,.2f} t (budget {budget})"
+        ]
+        last = self._last
+        if last is None:
+            lines.append("  (no step yet)")
+            return "\n".join(lines) + "\n"
+        f = last["flows"]
+        lines.append(f"  step {last['period']}: reward {last['reward']:,.2f} USD")
+        lines.append("  site  load   ren   gen   imp   exp  chg  dis  curt    SoC   job GPUs  served")
+        busy = self._cap - last["free"]
+        for s in range(self.S):
+            lines.append(
+                f"  {s:>4} {f['load_mw'][s]:5.1f} {f['renewable_used_mw'][s]:5.1f} {f['gen_mw'][s]:5.1f} "
+                f"{f['grid_import_mw'][s]:5.1f} {f['grid_export_mw'][s]:5.1f} {f['charge_mw'][s]:4.1f} "
+                f"{f['discharge_mw'][s]:4.1f} {f['curtailed_mw'][s]:5.1f} {f['soc_mwh'][s]:6.1f} "
+                f"{busy[s]:10,.0f} {f['serve_gpus'][:, s].sum():7,.0f}"
+            )
+        terms = ", ".join(f"{k.removesuffix('_usd')} {v:,.0f}" for k, v in last["terms"].items() if v)
+        lines.append(f"  terms: {terms}")
+        jobs = [f"{i}@s{self._start_site[i]}" for i in np.flatnonzero(self._start_period >= 0)]
+        lines.append(f"  jobs started: {', '.join(jobs) or '-'}")
+        return "\n".join(lines) + "\n"
+
+    def _render_frame(self) -> np.ndarray:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        hist = self._history
+        T, S = self._T, self.S
+        fig = Figure(figsize=(4 * S, 6), dpi=60)
+        axes = fig.subplots(3, S, squeeze=False)
+        periods = np.arange(len(hist))
+        for s in range(S):
+            ax = axes[0, s]
+            if hist:
+                stack = [
+                    [h["flows"][key][s] for h in hist]
+                    for key in ("renewable_used_mw", "gen_mw", "discharge_mw", "grid_import_mw")
+                ]
+                ax.stackplot(periods, stack, labels=["renewable", "gen", "discharge", "import"], step="post")
+                ax.plot(periods, [h["flows"]["load_mw"][s] for h in hist], "k-", lw=1, label="load")
+            ax.set_xlim(0, T)
+            ax.set_title(f"site {s} power (MW)", fontsize=8)
+            ax = axes[1, s]
+            if hist:
+                ax.plot(periods, [h["flows"]["soc_mwh"][s] for h in hist], "g-")
+            ax.set_ylim(0, max(self._cap_mwh[s], 1.0))
+            ax.set_xlim(0, T)
+            ax.set_title(f"site {s} SoC (MWh)", fontsize=8)
+            ax = axes[2, s]
+            if hist:
+                ax.stackplot(periods, [[h["flows"]["serve_gpus"][k, s] for h in hist] for k in range(self.K)])
+            ax.set_xlim(0, T)
+            ax.set_title(f"site {s} inference GPUs by class", fontsize=8)
+        axes[0, 0].legend(fontsize=6, loc="upper left")
+        fig.tight_layout()
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        return np.asarray(canvas.buffer_rgba())[:, :, :3].copy()
