@@ -34,6 +34,9 @@ from envs.scenario import OperatingState, Scenario
 CONFIGS: tuple[str, ...] = ("joint", "compute_only", "energy_only", "no_battery", "no_routing", "no_carbon")
 """The configurations of MODEL.md §6, in table order."""
 
+RENEWABLE_EPS_MW = 1e-9
+"""Renewable availability at or below this (e.g. 1e-16 MW at sunrise) gets no variable (treated as 0)."""
+
 Key2 = tuple[int, int]
 Key3 = tuple[int, int, int]
 
@@ -110,6 +113,7 @@ class Model:
     budget_remaining_t: float | None = None
     started_before: frozenset[int] = frozenset()
     fixed_workload: bool = False
+    battery_binary: bool = False
 
     @property
     def periods(self) -> range:
@@ -136,10 +140,10 @@ def add_variables(m: Model, workload: tuple[list[Key3], np.ndarray] | None) -> N
     - ``serve[k,s,t]`` ∈ [0, min(demand, gpu_capacity)] GPUs on routes only (fixed with a workload);
       ``unserved[k,t]`` ∈ [0, demand] GPUs;
     - ``gen`` ∈ [0, gen_capacity_mw]; ``charge`` ∈ [0, charge_mw], ``discharge`` ∈ [0, discharge_mw]
-      and ``soc`` ∈ [soc_min, soc_max] MWh when ``capacity_mwh > 0``, with mode binary ``b``;
+      and ``soc`` ∈ [soc_min, soc_max] MWh when ``capacity_mwh > 0``;
       ``grid_import`` ∈ [0, import_limit_mw]; ``grid_export`` ∈ [0, export_limit_mw] only when
       ``price_export > 0`` (the env never exports at a non-positive price: it curtails);
-      ``renewable_used`` ∈ [0, renewable_mw].
+      ``renewable_used`` ∈ [0, renewable_mw] where ``renewable_mw > RENEWABLE_EPS_MW``.
     """
     sc = m.scenario
     cont, binary = pulp.LpContinuous, pulp.LpBinary
@@ -183,12 +187,11 @@ def add_variables(m: Model, workload: tuple[list[Key3], np.ndarray] | None) -> N
                 m.charge[key] = m.prob.add_variable(f"charge_{tag}", 0.0, site.charge_mw, cont)
                 m.discharge[key] = m.prob.add_variable(f"discharge_{tag}", 0.0, site.discharge_mw, cont)
                 m.soc[key] = m.prob.add_variable(f"soc_{tag}", site.soc_min_mwh, site.soc_max_mwh, cont)
-                m.b[key] = m.prob.add_variable(f"bmode_{tag}", cat=binary)
             if site.import_limit_mw > 0:
                 m.grid_import[key] = m.prob.add_variable(f"import_{tag}", 0.0, site.import_limit_mw, cont)
             if site.export_limit_mw > 0 and sc.price_export[s, t] > 0:
                 m.grid_export[key] = m.prob.add_variable(f"export_{tag}", 0.0, site.export_limit_mw, cont)
-            if sc.renewable_mw[s, t] > 0:
+            if sc.renewable_mw[s, t] > RENEWABLE_EPS_MW:
                 m.renewable_used[key] = m.prob.add_variable(
                     f"renewable_{tag}", 0.0, float(sc.renewable_mw[s, t]), cont
                 )
@@ -303,12 +306,19 @@ def add_battery(m: Model) -> None:
 
     ``soc[s,t] = soc[s,t-1] + (eta_charge·charge[s,t] - discharge[s,t]/eta_discharge)·dt_h`` with
     ``soc[s,t0-1] = soc0_mwh[s]`` (``soc_init_frac·capacity_mwh`` at t0 = 0); bounds on the variable;
-    ``charge <= charge_mw·b``, ``discharge <= discharge_mw·(1 - b)``, ``b`` binary;
-    terminal ``soc[s,t_end-1] >= terminal_soc_mwh[s]``.
+    terminal ``soc[s,t_end-1] >= terminal_soc_mwh[s]``; and never charging and discharging at once.
 
-    ``b`` is kept in every period: the environment takes one signed battery power per period, so a
-    schedule must never charge and discharge at once, and excluding that by LP optimality alone
-    would need an argument that fails when all other supply is zero.
+    Mode, with ``battery_binary=True`` (MODEL.md's form): ``charge <= charge_mw·b``,
+    ``discharge <= discharge_mw·(1 - b)``, ``b`` binary. By default (``battery_binary=False``) ``b``
+    is projected out, leaving its LP hull ``charge/charge_mw + discharge/discharge_mw <= 1``: a
+    relaxation of §4.7 with the same LP bound and 1 binary fewer per site and period. Its solutions
+    are made exclusive after the solve (:func:`oracle.solve.net_battery`): where both are positive,
+    lowering charge by δ and discharge by ``eta_charge·eta_discharge·δ`` keeps every SoC, lowers
+    degradation by ``degradation·(1 + eta_c·eta_d)·δ·dt_h`` and frees ``(1 - eta_c·eta_d)·δ`` MW,
+    which the grid completion absorbs by importing less, exporting more or curtailing — so the
+    objective does not fall and emissions do not rise. The relaxation's dual bound stays valid. If
+    the freed power cannot be absorbed (nothing is imported, generated or taken from renewables and
+    export is at its limit), :func:`oracle.solve.solve` rebuilds the model with ``b``.
     """
     sc = m.scenario
     for s, site in enumerate(sc.sites):
@@ -320,14 +330,21 @@ def add_battery(m: Model) -> None:
             ch, dis, soc = m.charge[key], m.discharge[key], m.soc[key]
             dyn = soc - prev - sc.dt_h * site.eta_charge * ch + (sc.dt_h / site.eta_discharge) * dis
             _add(m.prob, dyn, pulp.LpConstraintEQ, 0.0, f"soc_{tag}")
-            _add(m.prob, ch - site.charge_mw * m.b[key], pulp.LpConstraintLE, 0.0, f"chmode_{tag}")
-            _add(
-                m.prob,
-                dis + site.discharge_mw * m.b[key],
-                pulp.LpConstraintLE,
-                site.discharge_mw,
-                f"dismode_{tag}",
-            )
+            if site.charge_mw <= 0 or site.discharge_mw <= 0:
+                pass  # one direction is fixed at 0 by its bound: nothing to exclude
+            elif m.battery_binary:
+                b = m.b[key] = m.prob.add_variable(f"bmode_{tag}", cat=pulp.LpBinary)
+                _add(m.prob, ch - site.charge_mw * b, pulp.LpConstraintLE, 0.0, f"chmode_{tag}")
+                _add(
+                    m.prob,
+                    dis + site.discharge_mw * b,
+                    pulp.LpConstraintLE,
+                    site.discharge_mw,
+                    f"dismode_{tag}",
+                )
+            else:
+                hull = (1.0 / site.charge_mw) * ch + (1.0 / site.discharge_mw) * dis
+                _add(m.prob, hull, pulp.LpConstraintLE, 1.0, f"mode_{tag}")
             prev = soc
         _add(
             m.prob,
@@ -463,6 +480,7 @@ def build_model(
     terminal_soc_mwh: Sequence[float] | None = None,
     objective: str = "benefit",
     relax_budget: bool = False,
+    battery_binary: bool = False,
 ) -> Model:
     """Build the MILP of ``config`` (MODEL.md §6) for ``scenario`` from ``initial_state`` over ``window``.
 
@@ -481,6 +499,7 @@ def build_model(
             infeasible because of it.
         objective: ``"benefit"`` (MODEL.md §5) or ``"emissions"`` (minimise E; diagnosis only).
         relax_budget: drop the carbon budget row (the ``energy_only`` overrun fallback).
+        battery_binary: model the battery mode with MODEL.md's binary ``b`` (see :func:`add_battery`).
     """
     sc = transform_scenario(scenario, config)
     state = initial_state if initial_state is not None else sc.initial_state()
@@ -500,6 +519,7 @@ def build_model(
         objective=objective,
         started_before=frozenset(j for j, _, _ in state.job_starts),
         fixed_workload=config == "energy_only",
+        battery_binary=battery_binary,
     )
     n = t_end - t0
     m.held_gpus, m.held_mw = np.zeros((sc.S, n)), np.zeros((sc.S, n))

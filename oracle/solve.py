@@ -224,6 +224,27 @@ def facility_load_mw(
     return (1.0 + sc.cooling[:, t0 : t0 + n]) * it
 
 
+def net_battery(
+    sc: Scenario, charge_mw: np.ndarray, discharge_mw: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Remove simultaneous charging and discharging without changing any state of charge (MW, (S, n)).
+
+    Where both are positive, charge falls by ``δ = min(charge, discharge/(eta_c·eta_d))`` and
+    discharge by ``eta_c·eta_d·δ``: ``eta_c·charge - discharge/eta_d`` is unchanged, and the battery
+    draws ``(1 - eta_c·eta_d)·δ`` MW less from the site (see :func:`oracle.model.add_battery`).
+    """
+    both = (charge_mw > 0) & (discharge_mw > 0)
+    if not both.any():
+        return charge_mw, discharge_mw
+    loop = (sc.site_array("eta_charge") * sc.site_array("eta_discharge"))[:, None]
+    delta = np.where(both, np.minimum(charge_mw, discharge_mw / loop), 0.0)
+    charge = np.where(both, charge_mw - delta, charge_mw)
+    discharge = np.where(both, discharge_mw - loop * delta, discharge_mw)
+    charge[np.abs(charge) < _ZERO] = 0.0
+    discharge[np.abs(discharge) < _ZERO] = 0.0
+    return charge, discharge
+
+
 def complete_grid(
     sc: Scenario,
     load_mw: np.ndarray,
@@ -471,23 +492,56 @@ def _array(m: Model, table: dict, shape: tuple[int, ...]) -> np.ndarray:
     return arr
 
 
+def _serve_within_limits(
+    m: Model, serve: np.ndarray, job_start: list[tuple[int, int, int]], state: OperatingState | None
+) -> np.ndarray:
+    """Scale inference down where solver round-off (about 1e-9 with HiGHS, 1e-5 with CBC's solution
+    file) puts a class above its demand or a site above its free GPUs, as the environment would."""
+    sc = m.scenario
+    demand = sc.demand_gpus[:, m.t0 : m.t_end]
+    total = serve.sum(axis=1)
+    over = total > demand
+    serve = serve * np.where(over, demand / np.where(over, total, 1.0), 1.0)[:, None, :]
+    held = np.zeros((sc.S, m.n))
+    for j, s, tau in [*(state.job_starts if state is not None else ()), *job_start]:
+        lo, hi = max(tau, m.t0), min(tau + sc.jobs[j].duration, m.t_end)
+        if lo < hi:
+            held[s, lo - m.t0 : hi - m.t0] += sc.jobs[j].gpus
+    free = np.maximum(0.0, sc.site_array("gpu_capacity")[:, None] - held)
+    used = serve.sum(axis=0)
+    over = used > free
+    return serve * np.where(over, free / np.where(over, used, 1.0), 1.0)[None, :, :]
+
+
+class _NeedsBatteryBinary(Exception):
+    """Netting freed battery power that the grid completion cannot absorb (see ``add_battery``)."""
+
+
 def extract(m: Model, initial_state: OperatingState | None = None) -> tuple[dict[str, Any], str]:
     """Decision arrays of a solved model, completed as the environment would complete them.
 
     Returns the arrays (keyword arguments of :func:`kpis_from_decisions` plus ``soc_mwh``) and a
-    note listing anything the completion had to change by more than 1e-6.
+    note listing anything the completion had to change by more than 1e-6. Raises
+    ``_NeedsBatteryBinary`` when the netted battery power cannot be absorbed.
     """
     sc, n = m.scenario, m.n
     job_start = sorted((j, s, t) for (j, s, t), var in m.start.items() if _value(var) > 0.5)
-    serve = _array(m, m.serve, (sc.K, sc.S, n))
+    serve = _serve_within_limits(m, _array(m, m.serve, (sc.K, sc.S, n)), job_start, initial_state)
     unserved = np.maximum(0.0, sc.demand_gpus[:, m.t0 : m.t_end] - serve.sum(axis=1))
     gen = _array(m, m.gen, (sc.S, n))
-    charge = _array(m, m.charge, (sc.S, n))
-    discharge = _array(m, m.discharge, (sc.S, n))
+    lp_charge = _array(m, m.charge, (sc.S, n))
+    lp_discharge = _array(m, m.discharge, (sc.S, n))
+    charge, discharge = net_battery(sc, lp_charge, lp_discharge)
     lp_soc = _array(m, m.soc, (sc.S, n))
     running = initial_state.job_starts if initial_state is not None else ()
     load = facility_load_mw(sc, job_start, serve, m.t0, running)
     used, grid_import, grid_export = complete_grid(sc, load, gen, charge, discharge, m.t0)
+    balance = load + charge + grid_export - used - gen - discharge - grid_import
+    if (
+        np.abs(balance).max(initial=0.0) > 1e-6
+        or (grid_import > sc.site_array("import_limit_mw")[:, None] + 1e-6).any()
+    ):
+        raise _NeedsBatteryBinary
     soc = np.zeros((sc.S, n))
     eta_c, eta_d = sc.site_array("eta_charge"), sc.site_array("eta_discharge")
     level = m.soc0_mwh.copy()
@@ -495,6 +549,9 @@ def extract(m: Model, initial_state: OperatingState | None = None) -> tuple[dict
         level = level + (eta_c * charge[:, i] - discharge[:, i] / eta_d) * sc.dt_h
         soc[:, i] = level
     notes = []
+    netted = int(((lp_charge > 0) & (lp_discharge > 0)).sum())
+    if netted:
+        notes.append(f"netted simultaneous charge and discharge in {netted} site-periods")
     for name, mine, lp in (
         ("grid_import_mw", grid_import, _array(m, m.grid_import, (sc.S, n))),
         ("grid_export_mw", grid_export, _array(m, m.grid_export, (sc.S, n))),
@@ -608,57 +665,73 @@ def solve(
     """
     if config not in CONFIGS:
         raise ModelError(f"config: unknown configuration {config!r}; choose one of {list(CONFIGS)}")
-    t_build = time.perf_counter()
-    m = build_model(scenario, config, initial_state, window, terminal_soc_mwh=terminal_soc_mwh)
-    build_time = time.perf_counter() - t_build
-    warm = warm_start_values(m) if warm_start and solver == "highs" else None
-    t_solve = time.perf_counter()
-    run = _run(m, solver, time_limit_s, mip_gap, threads, msg, warm)
-    solve_time = time.perf_counter() - t_solve
-    relaxed = False
-    diagnosis = run.detail
+    t_start = time.perf_counter()
+    times = [0.0, 0.0]  # build, solve (s)
+    options = {"initial_state": initial_state, "window": window, "terminal_soc_mwh": terminal_soc_mwh}
+
+    def attempt(relax_budget: bool, battery_binary: bool, warm: bool) -> tuple[Model, _Run]:
+        tick = time.perf_counter()
+        m = build_model(scenario, config, **options, relax_budget=relax_budget, battery_binary=battery_binary)
+        times[0] += time.perf_counter() - tick
+        start_values = warm_start_values(m) if warm and solver == "highs" else None
+        tick = time.perf_counter()
+        left = max(1.0, time_limit_s - (tick - t_start)) if battery_binary else time_limit_s
+        run = _run(m, solver, left, mip_gap, threads, msg, start_values)
+        times[1] += time.perf_counter() - tick
+        return m, run
+
+    relaxed, battery_binary = False, False
+    m, run = attempt(False, False, warm_start)
     if run.status == "infeasible" and config == "energy_only" and m.budget_remaining_t is not None:
-        t_build = time.perf_counter()
-        m = build_model(
-            scenario, config, initial_state, window, terminal_soc_mwh=terminal_soc_mwh, relax_budget=True
-        )
-        build_time += time.perf_counter() - t_build
-        t_solve = time.perf_counter()
-        run = _run(m, solver, time_limit_s, mip_gap, threads, msg, None)
-        solve_time += time.perf_counter() - t_solve
-        relaxed = run.status in ("optimal", "time_limit")
-        diagnosis = run.detail
+        relaxed = True
+        m, run = attempt(True, False, False)
+    arrays: dict[str, Any] | None = None
+    note = ""
+    if run.status in ("optimal", "time_limit"):
+        try:
+            arrays, note = extract(m, initial_state)
+        except _NeedsBatteryBinary:
+            battery_binary = True
+            m, run = attempt(relaxed, True, warm_start)
+            if run.status in ("optimal", "time_limit"):
+                arrays, note = extract(m, initial_state)
     sched = Schedule(
         scenario=m.scenario,
         config=config,
         status=run.status,
         bound_usd=run.bound,
         mip_gap=run.gap,
-        build_time_s=build_time,
-        solve_time_s=solve_time,
-        carbon_budget_relaxed=relaxed,
+        build_time_s=times[0],
+        solve_time_s=times[1],
+        carbon_budget_relaxed=relaxed and arrays is not None,
         t0=m.t0,
     )
+    notes = [run.detail]
+    if battery_binary:
+        notes.append("re-solved with the battery mode binary (netting could not be absorbed)")
     if run.status == "infeasible":
-        sched.diagnosis = f"{diagnosis}; likely cause: {diagnose(scenario, config, initial_state, window)}"
+        notes.append(f"likely cause: {diagnose(scenario, config, initial_state, window)}")
+    if arrays is None:
+        sched.diagnosis = "; ".join(notes)
         return sched
-    if run.status == "error":
-        sched.diagnosis = diagnosis
-        return sched
-    arrays, note = extract(m, initial_state)
     for name, value in arrays.items():
         setattr(sched, name, value)
     sched.kpis = kpis_from_decisions(m.scenario, **arrays, t0=m.t0)
     sched.objective_usd = sched.kpis["benefit_usd"]
-    notes = [diagnosis] + ([note] if note else [])
-    if relaxed:
+    lp_objective = m.prob.objective.value()
+    if m.objective == "benefit" and abs(lp_objective - sched.objective_usd) > 1e-6 * max(
+        1.0, abs(lp_objective)
+    ):
+        notes.append(f"objective of the completed arrays differs from the LP's {lp_objective:.6f} USD")
+    if note:
+        notes.append(note)
+    if sched.carbon_budget_relaxed:
         emitted = initial_state.emissions_t if initial_state is not None else 0.0
         left = float(scenario.carbon_budget_t) - float(emitted)
         notes.append(
             "carbon budget relaxed: the fixed carbon-agnostic workload cannot meet the budget of "
-            f"{left:.2f} t; "
-            f"solved without it, emissions {sched.kpis['emissions_t']:.2f} t, overrun "
+            f"{left:.2f} t; solved without it, emissions {sched.kpis['emissions_t']:.2f} t, overrun "
             f"{sched.kpis['emissions_t'] - left:.2f} t"
         )
-    sched.diagnosis = "; ".join(n for n in notes if n)
+    sched.diagnosis = "; ".join(notes)
     return sched
