@@ -288,3 +288,19 @@ def test_json_of_an_infeasible_schedule_has_no_decisions(tmp_path):
     back = Schedule.from_json(r.to_json())
     assert back.status == "infeasible" and back.gen_mw is None and np.isnan(back.objective_usd)
     assert r.to_dict()["decisions"] is None
+
+
+def test_cli_solve_and_compare(tmp_path, capsys):
+    from oracle.__main__ import main
+
+    sc_path = tmp_path / "tiny.json"
+    make_tiny(carbon_budget_t=5.0).to_json(sc_path)
+    out = tmp_path / "schedule.json"
+    assert main(["--scenario", str(sc_path), "--config", "no_battery", "--out", str(out)]) == 0
+    r = Schedule.from_json(out)
+    assert r.config == "no_battery" and r.status == "optimal"
+    csv_path = tmp_path / "compare.csv"
+    assert main(["compare", "--scenario", str(sc_path), "--out", str(csv_path)]) == 0
+    lines = csv_path.read_text().splitlines()
+    assert lines[0].startswith("config,status,benefit_usd,emissions_t") and len(lines) == 1 + len(CONFIGS)
+    assert "energy_only" in capsys.readouterr().out

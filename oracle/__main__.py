@@ -1,0 +1,162 @@
+"""Command line: solve one configuration, or compare all six (MODEL.md §6).
+
+python -m oracle --preset paper --seed 0 --config joint --out schedule.json
+python -m oracle --scenario my_scenario.json --config no_battery --time-limit 30 --gap 1e-3
+python -m oracle compare --preset paper --seed 0 --out compare.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from envs.presets import PRESETS, make_scenario
+from envs.scenario import Scenario
+from oracle.model import CONFIGS
+from oracle.solve import Schedule, solve
+
+COLUMNS = (
+    ("config", "config", "{:<13}"),
+    ("status", "status", "{:<10}"),
+    ("benefit_usd", "benefit USD", "{:>13,.2f}"),
+    ("emissions_t", "emissions t", "{:>12,.2f}"),
+    ("energy_cost_usd", "energy cost USD", "{:>16,.2f}"),
+    ("inference_served_pct", "served %", "{:>9.2f}"),
+    ("jobs_run", "jobs", "{:>5.0f}"),
+    ("solve_time_s", "solve s", "{:>8.2f}"),
+    ("mip_gap", "gap %", "{:>7.4f}"),
+    ("carbon_budget_relaxed", "budget relaxed", "{!s:>15}"),
+)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--preset", default="paper", choices=sorted(PRESETS), help="built-in scenario (default: paper)"
+    )
+    source.add_argument("--scenario", type=Path, help="scenario JSON file (instead of --preset)")
+    parser.add_argument("--seed", type=int, default=0, help="preset seed (default: 0)")
+    parser.add_argument(
+        "--time-limit", type=float, default=60.0, help="MIP time limit per solve, s (default: 60)"
+    )
+    parser.add_argument("--gap", type=float, default=1e-4, help="relative MIP gap to stop at (default: 1e-4)")
+    parser.add_argument("--threads", type=int, default=None, help="solver threads (default: solver's choice)")
+    parser.add_argument(
+        "--solver", default="highs", choices=("highs", "cbc"), help="MILP solver (default: highs)"
+    )
+    parser.add_argument("--msg", action="store_true", help="show the solver log")
+
+
+def _scenario(args: argparse.Namespace) -> Scenario:
+    if args.scenario is not None:
+        return Scenario.from_json(args.scenario)
+    return make_scenario(args.preset, args.seed)
+
+
+def _solve(args: argparse.Namespace, sc: Scenario, config: str) -> Schedule:
+    return solve(
+        sc,
+        config,
+        time_limit_s=args.time_limit,
+        mip_gap=args.gap,
+        threads=args.threads,
+        solver=args.solver,
+        msg=args.msg,
+    )
+
+
+def _row(r: Schedule) -> dict[str, object]:
+    gap = r.mip_gap * 100.0 if not math.isnan(r.mip_gap) else math.nan
+    return {
+        "config": r.config,
+        "status": r.status,
+        **{key: r.kpis.get(key, math.nan) for key in ("benefit_usd", "emissions_t", "energy_cost_usd")},
+        "inference_served_pct": r.kpis.get("inference_served_pct", math.nan),
+        "jobs_run": r.kpis.get("jobs_run", math.nan),
+        "solve_time_s": r.build_time_s + r.solve_time_s,
+        "mip_gap": gap,
+        "carbon_budget_relaxed": r.carbon_budget_relaxed,
+    }
+
+
+def format_table(rows: Sequence[dict[str, object]]) -> str:
+    """One line per configuration, aligned; ``solve s`` is build + solve time."""
+    widths = [len(fmt.format(rows[0][key])) if rows else len(title) for key, title, fmt in COLUMNS]
+    header = "  ".join(
+        title.rjust(max(w, len(title))) for (_, title, _), w in zip(COLUMNS, widths, strict=True)
+    )
+    lines = [header]
+    for row in rows:
+        cells = [
+            fmt.format(row[key]).rjust(max(w, len(title)))
+            for (key, title, fmt), w in zip(COLUMNS, widths, strict=True)
+        ]
+        lines.append("  ".join(cells))
+    return "\n".join(lines)
+
+
+def main_solve(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m oracle",
+        description="Solve one configuration of the carbon-aware compute-power MILP (MODEL.md) and write "
+        "the schedule as JSON. Use 'python -m oracle compare --help' to compare all configurations.",
+    )
+    _common(parser)
+    parser.add_argument("--config", default="joint", choices=CONFIGS, help="configuration (MODEL.md §6)")
+    parser.add_argument("--out", type=Path, default=None, help="write the schedule JSON here")
+    args = parser.parse_args(argv)
+    sc = _scenario(args)
+    r = _solve(args, sc, args.config)
+    print(sc.summary())
+    print(
+        f"{args.config}: {r.status}, benefit {r.objective_usd:,.2f} USD, bound {r.bound_usd:,.2f} USD, "
+        f"gap {r.mip_gap:.3%}, build {r.build_time_s:.2f} s, solve {r.solve_time_s:.2f} s"
+    )
+    if r.kpis:
+        print("  " + ", ".join(f"{key} {value:,.2f}" for key, value in r.kpis.items()))
+    if r.diagnosis:
+        print(f"  {r.diagnosis}")
+    if args.out is not None:
+        r.to_json(args.out)
+        print(f"wrote {args.out}")
+    return 0 if r.has_solution else 1
+
+
+def main_compare(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m oracle compare",
+        description="Solve all six configurations of MODEL.md §6 on one scenario, print one table "
+        "(benefit, emissions, energy cost, inference served, jobs run, build+solve time, gap) and "
+        "write it as CSV.",
+    )
+    _common(parser)
+    parser.add_argument("--out", type=Path, default=None, help="write the table as CSV here")
+    args = parser.parse_args(argv)
+    sc = _scenario(args)
+    rows = [_row(_solve(args, sc, config)) for config in CONFIGS]
+    print(sc.summary())
+    print(format_table(rows))
+    if args.out is not None:
+        with Path(args.out).open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=[key for key, _, _ in COLUMNS])
+            writer.writeheader()
+            writer.writerows(rows)
+        print(f"wrote {args.out}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "compare":
+        return main_compare(argv[1:])
+    if argv and argv[0] == "solve":
+        argv = argv[1:]
+    return main_solve(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
