@@ -204,15 +204,15 @@ class CarbonAwareDCEnv(gym.Env[dict[str, np.ndarray], dict[str, np.ndarray]]):
     def _check_sizes(self, sc: Scenario) -> None:
         if not isinstance(sc, Scenario):
             raise ScenarioError(f"scenario: must be a Scenario (got {type(sc).__name__})")
-        where = f"preset {self.preset!r}" if self.preset is not None else "the env's sizes"
+        where = f"preset {self.preset!r} has" if self.preset is not None else "the env's sizes have"
         if sc.S != self.S:
-            raise ScenarioError(f"scenario.S: {where} has {self.S} sites (got {sc.S})")
+            raise ScenarioError(f"scenario.S: {where} {self.S} sites (got {sc.S})")
         if sc.K != self.K:
-            raise ScenarioError(f"scenario.K: {where} has {self.K} inference classes (got {sc.K})")
+            raise ScenarioError(f"scenario.K: {where} {self.K} inference classes (got {sc.K})")
         if sc.J > self.n_slots:
-            raise ScenarioError(f"scenario.J: {where} has {self.n_slots} job slots (got {sc.J} jobs)")
+            raise ScenarioError(f"scenario.J: {where} {self.n_slots} job slots (got {sc.J} jobs)")
         if sc.T > self.T_max:
-            raise ScenarioError(f"scenario.T: {where} has at most {self.T_max} periods (got {sc.T})")
+            raise ScenarioError(f"scenario.T: {where} at most {self.T_max} periods (got {sc.T})")
 
     def _prepare(self, sc: Scenario) -> None:
         """Precompute every scenario constant the step needs (once per scenario)."""
@@ -514,7 +514,7 @@ class CarbonAwareDCEnv(gym.Env[dict[str, np.ndarray], dict[str, np.ndarray]]):
                 export_cap[s],
             )
             rows.append(f)
-            if f[10] or f[11] or f[12] or f[13] or f[14]:
+            if f[8] or f[10] or f[11] or f[12] or f[13] or f[14]:
                 cascaded = True
             new_soc.append(dynamics.soc_next(soc[s], f[6], f[7], eta_c, eta_d, soc_lo, soc_hi, dt))
             e_usd, i_usd, g_usd, d_usd, e_t = dynamics.site_energy_terms(
@@ -537,6 +537,8 @@ class CarbonAwareDCEnv(gym.Env[dict[str, np.ndarray], dict[str, np.ndarray]]):
                 tol = self._tol_gpus if key == "shed_gpus" else self._tol_mw
                 if amount.max() > tol:
                     repairs[key] = float(amount.sum())
+            if lost.max() > self._tol_mw:
+                repairs["lost_load_mw"] = float(lost.sum())
         revenue_usd, unserved_usd, unserved_l = dynamics.inference_terms(
             [sum(row) for row in serve.tolist()], self._demand_l[t], self._revenue_l, self._penalty_l, dt
         )
@@ -794,7 +796,8 @@ class CarbonAwareDCEnv(gym.Env[dict[str, np.ndarray], dict[str, np.ndarray]]):
                 ax.stackplot(periods, [[h["flows"]["serve_gpus"][k, s] for h in hist] for k in range(self.K)])
             ax.set_xlim(0, T)
             ax.set_title(f"site {s} inference GPUs by class", fontsize=8)
-        axes[0, 0].legend(fontsize=6, loc="upper left")
+        if hist:
+            axes[0, 0].legend(fontsize=6, loc="upper left")
         fig.tight_layout()
         canvas = FigureCanvasAgg(fig)
         canvas.draw()
