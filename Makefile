@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	  echo "No GPU: installing the CPU build of torch ($(TORCH_CPU))"; \
 	  $(PIP) install --quiet "$(TORCH_CPU)"; \
 	fi
-	$(PIP) install --quiet -e ".[dev]"
+	$(PIP) install --quiet -e ".[dev,ray]"
 	@touch $@
 
 venv: $(VENV)/.installed
