@@ -78,7 +78,10 @@ def make_scenario(name: str = "paper", seed: int = 0) -> Scenario:
             dataclasses.replace(site, gen_capacity_mw=2.0 * site.gen_capacity_mw) for site in base.sites
         )
         return base.replace(name=f"paper-genrich-s{seed}", sites=sites, renewable_mw=2.0 * base.renewable_mw)
-    return _draw(name, int(seed))
+    size = PRESETS[name]
+    return draw_scenario(
+        size["S"], size["T"], size["J"], size["K"], int(seed), name=name, stream=_STREAM[name]
+    )
 
 
 def paper_site(i: int) -> Site:
@@ -116,10 +119,20 @@ def cooling_coefficient(temp_c: np.ndarray) -> np.ndarray:
     return 0.15 + 0.30 * np.clip((temp_c - 12.0) / 20.0, 0.0, 1.0)
 
 
-def _draw(name: str, seed: int) -> Scenario:
-    size = PRESETS[name]
-    S, T, J, K = size["S"], size["T"], size["J"], size["K"]
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_STREAM[name],)))
+def draw_scenario(
+    S: int, T: int, J: int, K: int, seed: int = 0, *, name: str = "custom", stream: int = 99
+) -> Scenario:
+    """Draw a scenario of any size from the preset calibration (used for scaling studies).
+
+    ``S`` <= 10 sites (the site templates), ``T`` hourly periods from 00:00, ``J`` jobs whose windows
+    lie inside the horizon, ``K`` inference classes (class k originates at site ``k mod S``).
+    ``stream`` separates the random streams of differently named presets.
+    """
+    if not 1 <= S <= len(RENEWABLE_TEMPLATES):
+        raise ScenarioError(f"S: between 1 and {len(RENEWABLE_TEMPLATES)} sites (got {S!r})")
+    if T < 13:
+        raise ScenarioError(f"T: at least 13 periods so that every job window fits (got {T!r})")
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(stream,)))
     centre = seed == 0
     hour = np.arange(T, dtype=float) % 24.0
     sun = solar_shape(hour)
@@ -171,7 +184,8 @@ def _draw(name: str, seed: int) -> Scenario:
         origin = k % S
         latency = [80.0] * S
         latency[origin] = 10.0
-        latency[(origin + 1) % S] = 35.0
+        if S > 1:
+            latency[(origin + 1) % S] = 35.0
         classes.append(
             InferenceClass(
                 name=f"inference{k}",
