@@ -163,6 +163,7 @@ class CarbonAwareDCEnv(gym.Env[dict[str, np.ndarray], dict[str, np.ndarray]]):
         self.scenario: Scenario | None = None
         self.scenario_seed: int | None = None
         self._prepared: Scenario | None = None
+        self._blocks_of: Scenario | None = None
         self._t = 0
         self._done = True
 
@@ -369,6 +370,8 @@ class CarbonAwareDCEnv(gym.Env[dict[str, np.ndarray], dict[str, np.ndarray]]):
         """Draw this episode's forecast noise and build the scaled float32 observation blocks."""
         H1 = self.H + 1
         self._noise: dict[str, np.ndarray] | None = None
+        if self.forecast_noise == 0.0 and self._blocks_of is self._prepared:
+            return  # exact forecasts: the blocks of this scenario are already built
         if self.forecast_noise > 0.0:
             lead_sd = self.forecast_noise * np.sqrt(np.arange(H1))
             self._noise = {}
@@ -385,6 +388,7 @@ class CarbonAwareDCEnv(gym.Env[dict[str, np.ndarray], dict[str, np.ndarray]]):
             block = np.clip(win / self._scales[key], low, OBS_BOUND).astype(np.float32)
             block.flags.writeable = False  # observations hand out read-only views of it
             self._blocks[key] = block
+        self._blocks_of = self._prepared
 
     # ------------------------------------------------------------------ Gymnasium API
     def reset(
@@ -418,7 +422,10 @@ class CarbonAwareDCEnv(gym.Env[dict[str, np.ndarray], dict[str, np.ndarray]]):
         # Per-episode copies of the job tables, rewritten from t on when a job starts.
         self._jobs_live = self._jobs_block.copy()
         self._ready_live = self._ready_block.copy()
-        self._held_gpus = np.zeros((sc.T, self.S))
+        # GPUs not held by running jobs, per period (row T: the terminal observation), and the
+        # same as a float32 fraction of capacity for the observation.
+        self._free = np.tile(self._cap, (sc.T + 1, 1))
+        self._free_frac = np.tile((self._cap / self._cap_safe).astype(np.float32), (sc.T + 1, 1))
         self._fixed_it = np.tile(self._base_it, (sc.T, 1))  # base IT + running jobs, MW
         self._emissions = 0.0
         self._missed = np.zeros(self.n_slots, dtype=bool)
@@ -441,16 +448,15 @@ class CarbonAwareDCEnv(gym.Env[dict[str, np.ndarray], dict[str, np.ndarray]]):
         repairs: dict[str, Any] = {}
 
         # 1. Job starts, in slot order, against the GPUs held by running jobs.
-        placed, ignored, free = dynamics.place_starts(
-            start, self._mask, self._gpus, self._cap - self._held_gpus[t]
-        )
+        placed, ignored, free = dynamics.place_starts(start, self._mask, self._gpus, self._free[t])
         if ignored:
             repairs["start_ignored"] = ignored
         value_started = 0.0
         if placed:
             for i, s in placed:
                 end = t + int(self._dur[i])
-                self._held_gpus[t:end, s] += self._gpus[i]
+                self._free[t:end, s] -= self._gpus[i]
+                self._free_frac[t:end, s] = self._free[t:end, s] / self._cap_safe[s]
                 self._fixed_it[t:end, s] += self._job_mw[i, s]
                 self._start_period[i] = t
                 self._start_site[i] = s
@@ -659,13 +665,12 @@ class CarbonAwareDCEnv(gym.Env[dict[str, np.ndarray], dict[str, np.ndarray]]):
         """(slots, S+1) bool: hold always; start at s iff waiting, released, eligible and fitting."""
         mask = self._hold_only.copy()
         if t < self._T:
-            mask[:, 1:] = self._ready_live[t] & (self._gpus_col <= self._cap - self._held_gpus[t])
+            mask[:, 1:] = self._ready_live[t] & (self._gpus_col <= self._free[t])
         return mask
 
     def _observation(self, soc: np.ndarray | None = None) -> dict[str, np.ndarray]:
         t = self._t
         jobs = self._jobs_live[t].copy()
-        held = self._held_gpus[t] if t < self._T else 0.0
         budget = self.scenario.carbon_budget_t
         if budget is None:
             carbon = (0.0, 0.0, 1.0)
@@ -681,7 +686,7 @@ class CarbonAwareDCEnv(gym.Env[dict[str, np.ndarray], dict[str, np.ndarray]]):
             "period": np.array([t], dtype=np.int64),
             "time": self._time_block[t],
             "soc": (soc * self._soc_scale).astype(np.float32),
-            "free_gpus": ((self._cap - held) / self._cap_safe).astype(np.float32),
+            "free_gpus": self._free_frac[t].copy(),
             "jobs": jobs,
             "carbon": np.array(carbon, dtype=np.float32),
             "price_import": b["price_import"][t],

@@ -93,13 +93,13 @@ def repair_routes(route: np.ndarray, routes: np.ndarray) -> tuple[np.ndarray, fl
         route = frac
         values = frac.ravel().tolist()
     on_route = route * routes
-    total = on_route.sum(axis=1)
+    total = np.add.reduce(on_route, axis=1)
     totals = total.tolist()
     removed = sum(values) - sum(totals)
     scaled = 0.0
     if max(totals) > 1.0:
         # Dividing by 1.0 leaves the other classes bit-for-bit unchanged.
-        scaled = sum(max(x - 1.0, 0.0) for x in totals)
+        scaled = sum([x - 1.0 for x in totals if x > 1.0])
         on_route /= np.maximum(total, 1.0)[:, None]
     return on_route, clipped, removed, scaled
 
@@ -114,7 +114,7 @@ def serve_within_capacity(
     ``cut_gpus`` the total GPUs of inference dropped for lack of room.
     """
     serve = fractions * demand_gpus[:, None]
-    wanted = serve.sum(axis=0)
+    wanted = np.add.reduce(serve, axis=0)
     if max((wanted - free_gpus).tolist()) <= 0.0:
         return serve, wanted, 0.0
     over = wanted > free_gpus
