@@ -251,3 +251,12 @@ def test_time_limit_status_is_read_from_highs():
         assert r.mip_gap > 1e-4 and r.bound_usd > r.objective_usd
     elif r.status == "error":
         assert r.gen_mw is None and math.isnan(r.objective_usd) and "no feasible" in r.diagnosis
+
+
+def test_warm_start_reaches_the_same_optimum():
+    """The rounded-LP MIP start changes the search, not the answer (same optimum to the 1e-6 gap)."""
+    sc = make_scenario("paper", 15)
+    cold = solve(sc, mip_gap=1e-6)
+    warm = solve(sc, mip_gap=1e-6, warm_start=True)
+    check_schedule(warm)
+    assert warm.objective_usd == pytest.approx(cold.objective_usd, rel=2e-6)
