@@ -77,35 +77,39 @@ class FlatObsActionWrapper(gym.Wrapper):
         n_act = self._n_start + self._n_route + 2 * self.S
         self.action_space = spaces.Box(-1.0, 1.0, (n_act,), dtype=np.float32)
         self._mask: np.ndarray | None = None
+        self._slot_rows = np.arange(self.n_slots)
+        self._flat_obs = np.zeros(self.observation_space.shape, dtype=np.float32)
 
     # ------------------------------------------------------------------ observation
     def flatten_obs(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         """The flat float32 observation of a Dict observation."""
-        return np.concatenate([np.ravel(obs[key]) for key in self.obs_keys]).astype(np.float32, copy=False)
+        out = np.empty_like(self._flat_obs)
+        for key, (sl, _) in self.obs_layout.items():
+            out[sl] = obs[key].reshape(-1)
+        return out
 
     # ------------------------------------------------------------------ action
     def decode_action(self, action: np.ndarray, mask: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """The Dict action of a flat action; ``mask`` (slots, S+1) turns forbidden starts into holds."""
-        a = np.asarray(action, dtype=np.float64).ravel()
+        a = np.asarray(action, dtype=np.float64).reshape(-1)
         if a.shape != self.action_space.shape:
             raise ValueError(f"action: shape {a.shape}, expected {self.action_space.shape}")
         if not np.isfinite(a).all():
             raise ValueError("action: NaN or inf")
-        a = np.clip(a, -1.0, 1.0)
+        a = np.minimum(np.maximum(a, -1.0), 1.0)
         S1 = self.S + 1
-        scores = a[: self._n_start].reshape(self.n_slots, S1)
-        start = scores.argmax(axis=1)
+        start = a[: self._n_start].reshape(self.n_slots, S1).argmax(axis=1)
         if mask is not None:
-            start = np.where(mask[np.arange(self.n_slots), start], start, 0)
-        w = (a[self._n_start : self._n_start + self._n_route].reshape(self.K, S1) + 1.0) / 2.0
-        total = w.sum(axis=1, keepdims=True)
-        route = np.divide(w[:, 1:], total, out=np.zeros((self.K, self.S)), where=total > 0)
+            start = start * mask[self._slot_rows, start]
+        # (a + 1) / 2 weights; the factor 1/2 cancels in the normalisation. All-zero rows stay 0.
+        w = a[self._n_start : self._n_start + self._n_route].reshape(self.K, S1) + 1.0
+        total = np.maximum(np.add.reduce(w, axis=1), 1e-300)
         off = self._n_start + self._n_route
         return {
-            "start": start.astype(np.int64),
-            "route": route,
-            "battery": a[off : off + self.S].copy(),
-            "generator": (a[off + self.S : off + 2 * self.S] + 1.0) / 2.0,
+            "start": start,
+            "route": w[:, 1:] / total[:, None],
+            "battery": a[off : off + self.S],
+            "generator": (a[off + self.S : off + 2 * self.S] + 1.0) * 0.5,
         }
 
     def encode_action(self, action: dict[str, Any]) -> np.ndarray:
