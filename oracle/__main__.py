@@ -48,6 +48,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--solver", default="highs", choices=("highs", "cbc"), help="MILP solver (default: highs)"
     )
+    parser.add_argument(
+        "--warm-start", action="store_true", help="start HiGHS from a rounded LP relaxation (helps on large)"
+    )
     parser.add_argument("--msg", action="store_true", help="show the solver log")
 
 
@@ -66,6 +69,7 @@ def _solve(args: argparse.Namespace, sc: Scenario, config: str) -> Schedule:
         threads=args.threads,
         solver=args.solver,
         msg=args.msg,
+        warm_start=args.warm_start,
     )
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,7 @@ import numpy as np
 import pulp
 
 from envs.scenario import OperatingState, Scenario
-from oracle.model import CONFIGS, Model, ModelError, build_model
+from oracle.model import CONFIGS, Key3, Model, ModelError, build_model
 
 STATUSES = ("optimal", "time_limit", "infeasible", "error")
 
@@ -627,30 +628,53 @@ def diagnose(
 
 
 # ------------------------------------------------------------------------------------------ solve
+BUDGET_ROUNDING_SLACK = 0.97
+"""The LP relaxation behind the warm start uses this fraction of the carbon budget left."""
+
+
 def warm_start_values(m: Model, threads: int | None = None) -> dict[str, float] | None:
     """A MIP start by rounding the LP relaxation (a heuristic incumbent for large instances).
 
-    Solve the LP relaxation; each job takes the start with its largest LP value if that is >= 0.5
-    ("round"); the integers are then fixed and the LP over the continuous variables is solved. If
-    that is infeasible (e.g. a rounded-up job breaks the carbon budget), only starts whose LP value
-    is 1 are kept ("round down": removing load never breaks the budget, capacity or power limits,
-    though it can break a mandatory job). Returns the binary values, or None when neither works.
-    HiGHS completes the continuous variables and keeps the start only if it is feasible.
+    Solve the LP relaxation with ``BUDGET_ROUNDING_SLACK`` of the carbon budget left. Each job's LP
+    run fraction is ``Σ_{s,t} start[j,s,t]``; for thresholds 0.5, 0.75, 0.9 and 1, jobs whose
+    fraction reaches the threshold are placed, most complete first, at their LP start with the
+    largest value whose GPUs are still free (none if no LP start fits), and the LP over the
+    continuous variables is solved with those integers fixed. The first feasible rounding is
+    returned (higher thresholds drop load); None when none is feasible (e.g. a mandatory job is
+    dropped). HiGHS completes the continuous variables and uses the start only if it is feasible.
     """
     solver = _HiGHS(mip=False, msg=False, threads=threads)
     solver.createAndConfigureSolver(m.prob)
     solver.buildSolverModel(m.prob)
     h = m.prob.solverModel
+    budget = m.prob.constraints.get("carbon_budget")
+    if budget is not None:  # leave room for the rounding to emit a little more than the LP
+        h.changeRowBounds(budget.index, -highspy.kHighsInf, BUDGET_ROUNDING_SLACK * m.budget_remaining_t)
     h.run()
     if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
         return None
     x = np.asarray(h.getSolution().col_value)
-    best: dict[int, tuple[float, pulp.LpVariable]] = {}
-    for (j, _, _), var in m.start.items():
-        if j not in best or x[var.index] > best[j][0]:
-            best[j] = (x[var.index], var)
-    for threshold in (0.5, 1.0 - 1e-6):
-        chosen = {var.name for value, var in best.values() if value >= threshold}
+    if budget is not None:
+        h.changeRowBounds(budget.index, -highspy.kHighsInf, m.budget_remaining_t)
+    fraction: dict[int, float] = defaultdict(float)
+    options: dict[int, list[tuple[float, Key3, pulp.LpVariable]]] = defaultdict(list)
+    for key, var in m.start.items():
+        fraction[key[0]] += x[var.index]
+        if x[var.index] > 1e-6:
+            options[key[0]].append((x[var.index], key, var))
+    sc = m.scenario
+    for threshold in (0.5, 0.75, 0.9, 1.0 - 1e-6):
+        free = sc.site_array("gpu_capacity")[:, None] - m.held_gpus
+        chosen: set[str] = set()
+        for j in sorted(options, key=lambda j: -fraction[j]):
+            if fraction[j] < threshold:
+                continue
+            for _, (_, s, t), var in sorted(options[j], key=lambda o: -o[0]):
+                lo, hi = t - m.t0, min(t + sc.jobs[j].duration, m.t_end) - m.t0
+                if (free[s, lo:hi] >= sc.jobs[j].gpus).all():
+                    free[s, lo:hi] -= sc.jobs[j].gpus
+                    chosen.add(var.name)
+                    break
         for var in m.start.values():
             value = float(var.name in chosen)
             h.changeColBounds(var.index, value, value)
@@ -679,7 +703,8 @@ def solve(
     Args:
         scenario: the scenario (untransformed).
         config: one of :data:`oracle.model.CONFIGS`.
-        time_limit_s: wall-clock limit of the MIP solve, s; a stop with an incumbent is ``time_limit``.
+        time_limit_s: wall-clock limit of the warm start plus the MIP, s (the build and the polishing
+            LP are not counted); a stop with an incumbent is ``time_limit``.
         mip_gap: relative MIP gap at which HiGHS/CBC stop (1e-4 = 0.01 %).
         threads: solver threads (None: the solver's default).
         initial_state / window / terminal_soc_mwh: see :func:`oracle.model.build_model` (for MPC).
@@ -698,10 +723,10 @@ def solve(
         tick = time.perf_counter()
         m = build_model(scenario, config, **options, relax_budget=relax_budget, battery_binary=battery_binary)
         times[0] += time.perf_counter() - tick
-        start_values = warm_start_values(m, threads) if warm and solver == "highs" and m.start else None
         tick = time.perf_counter()
-        left = max(1.0, time_limit_s - (tick - t_start)) if battery_binary else time_limit_s
-        run = _run(m, solver, left, mip_gap, threads, msg, start_values)
+        start_values = warm_start_values(m, threads) if warm and solver == "highs" and m.start else None
+        spent = time.perf_counter() - (t_start if battery_binary else tick)
+        run = _run(m, solver, max(1.0, time_limit_s - spent), mip_gap, threads, msg, start_values)
         times[1] += time.perf_counter() - tick
         return m, run
 
