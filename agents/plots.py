@@ -1,0 +1,107 @@
+"""PNG figures of an evaluation (matplotlib, Agg backend; no display needed).
+
+- :func:`bar_plot`: per-policy mean benefit and emissions with their 95 % bootstrap CIs;
+- :func:`dispatch_plot`: one episode's dispatch: per-site power stack (renewables used, generator,
+  battery discharge, grid import) against load, battery charging and grid export below zero; state of
+  charge; carbon intensity.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+
+def bar_plot(summary: list[dict[str, Any]], path: str | Path, title: str = "") -> Path:
+    """Two panels of bars, one per policy: benefit (USD) and emissions (t), with CI error bars."""
+    names = [s["policy"] for s in summary]
+    x = np.arange(len(names))
+    fig, axes = plt.subplots(1, 2, figsize=(max(8.0, 1.6 * len(names) + 4), 4.0))
+    for ax, key, unit in (
+        (axes[0], "benefit", "benefit (USD)"),
+        (axes[1], "emissions", "emissions (tCO2)"),
+    ):
+        suffix = "usd" if key == "benefit" else "t"
+        mean = np.array([s[f"{key}_mean_{suffix}"] for s in summary])
+        lo = np.array([s[f"{key}_ci_low_{suffix}"] for s in summary])
+        hi = np.array([s[f"{key}_ci_high_{suffix}"] for s in summary])
+        err = np.vstack([np.maximum(mean - lo, 0.0), np.maximum(hi - mean, 0.0)])
+        ax.bar(x, mean, yerr=err, capsize=4, color=plt.cm.tab10(np.arange(len(names)) % 10))
+        ax.set_xticks(x, names, rotation=20, ha="right")
+        ax.set_ylabel(unit)
+        ax.set_title(f"{unit}: mean ± 95% CI")
+        ax.axhline(0.0, color="k", lw=0.5)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def dispatch_plot(trace: dict[str, list], path: str | Path, title: str = "") -> Path:
+    """One episode's dispatch from :func:`agents.evaluation.rollout`'s ``trace`` (``record=True``)."""
+    flows = trace["flows"]
+    T = len(flows)
+    S = len(flows[0]["load_mw"])
+    t = np.arange(T)
+
+    def series(key: str) -> np.ndarray:
+        return np.array([f[key] for f in flows], dtype=np.float64).T  # (S, T)
+
+    ren, gen, dis = series("renewable_used_mw"), series("gen_mw"), series("discharge_mw")
+    imp, exp, chg = series("grid_import_mw"), series("grid_export_mw"), series("charge_mw")
+    load, soc = series("load_mw"), series("soc_mwh")
+    ci = np.array(trace["carbon_intensity"], dtype=np.float64).T
+    fig, axes = plt.subplots(3, S, figsize=(4.2 * S, 8.0), squeeze=False, sharex=True)
+    colors = ["#7fbf3f", "#b05f3c", "#3f7fbf", "#8c8c8c"]
+    for s in range(S):
+        ax = axes[0, s]
+        ax.stackplot(
+            t,
+            [ren[s], gen[s], dis[s], imp[s]],
+            labels=["renewables used", "generator", "battery discharge", "grid import"],
+            colors=colors,
+            step="post",
+            alpha=0.85,
+        )
+        ax.stackplot(
+            t,
+            [-chg[s], -exp[s]],
+            labels=["battery charge", "grid export"],
+            colors=["#9fc5e8", "#f6b26b"],
+            step="post",
+            alpha=0.85,
+        )
+        ax.step(t, load[s], where="post", color="k", lw=1.2, label="load")
+        ax.axhline(0.0, color="k", lw=0.5)
+        ax.set_title(f"site {s}: power (MW)", fontsize=9)
+        axes[1, s].step(t, soc[s], where="post", color="#3f7fbf")
+        axes[1, s].set_title(f"site {s}: state of charge (MWh)", fontsize=9)
+        axes[1, s].set_ylim(bottom=0.0)
+        axes[2, s].step(t, ci[s], where="post", color="#b05f3c")
+        axes[2, s].set_title(f"site {s}: carbon intensity (t/MWh)", fontsize=9)
+        axes[2, s].set_xlabel("period")
+    axes[0, 0].legend(fontsize=7, loc="upper left", ncol=2)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def summary_plots(report: Any, out_dir: str | Path) -> dict[str, Path]:
+    """The bar plot of a :class:`agents.evaluation.Report` (``benefit_emissions.png``)."""
+    m = report.meta
+    title = f"{m['preset']}, {len(m['seeds'])} held-out seeds"
+    return {"bars": bar_plot(report.summary, Path(out_dir) / "benefit_emissions.png", title)}
