@@ -104,6 +104,7 @@ class Model:
     renewable_used: dict[Key2, pulp.LpVariable] = field(default_factory=dict)
     b: dict[Key2, pulp.LpVariable] = field(default_factory=dict)
     g: dict[Key2, pulp.LpVariable] = field(default_factory=dict)
+    busy: dict[Key2, pulp.LpVariable] = field(default_factory=dict)
     it_mw: dict[Key2, pulp.LpAffineExpression] = field(default_factory=dict)
     emissions: pulp.LpAffineExpression | None = None
     held_gpus: np.ndarray | None = None
@@ -249,38 +250,40 @@ def _running_terms(m: Model, weight: np.ndarray) -> dict[Key2, list[tuple[pulp.L
 
 
 def add_gpu_capacity(m: Model) -> None:
-    """§4.3 ``Σ_j gpus[j]·running[j,s,t] + Σ_k serve[k,s,t] <= gpu_capacity[s] - held_gpus[s,t]`` (GPUs).
+    """§4.3 GPUs busy at a site: ``busy[s,t] = Σ_j gpus[j]·running[j,s,t] + Σ_k serve[k,s,t]`` with
+    ``0 <= busy[s,t] <= gpu_capacity[s] - held_gpus[s,t]`` (GPUs; ``held_gpus`` are jobs started
+    before ``t0``).
 
-    One aggregated row per site and period; ``held_gpus`` are jobs started before ``t0``. Rows
-    that cannot bind (nothing can be placed beyond the free capacity) are skipped.
+    One aggregated row per site and period. ``busy`` is a variable because IT power is proportional
+    to it (§4.4): the power balance then holds one ``busy`` entry instead of repeating every start
+    of every running job, which halves the start variables' nonzeros.
     """
     sc = m.scenario
     gpus = np.array([[job.gpus] * sc.S for job in sc.jobs], dtype=float).reshape(sc.J, sc.S)
     rows = _running_terms(m, gpus)
     for s, site in enumerate(sc.sites):
         for i, t in enumerate(m.periods):
-            terms = list(rows.get((s, t), []))
-            terms += [(m.serve[k, s, t], 1.0) for k in range(sc.K) if (k, s, t) in m.serve]
-            free = float(site.gpu_capacity) - float(m.held_gpus[s, i])
-            most = sum(coef * (var.upBound if var.upBound is not None else 1.0) for var, coef in terms)
-            if most <= free:
-                continue
-            _add(m.prob, pulp.LpAffineExpression(terms), pulp.LpConstraintLE, free, f"gpus_s{s:02d}_t{t:03d}")
+            tag = f"s{s:02d}_t{t:03d}"
+            free = max(0.0, float(site.gpu_capacity) - float(m.held_gpus[s, i]))
+            busy = m.busy[s, t] = m.prob.add_variable(f"busy_{tag}", 0.0, free, pulp.LpContinuous)
+            terms = [(busy, 1.0), *((var, -coef) for var, coef in rows.get((s, t), []))]
+            terms += [(m.serve[k, s, t], -1.0) for k in range(sc.K) if (k, s, t) in m.serve]
+            _add(m.prob, pulp.LpAffineExpression(terms), pulp.LpConstraintEQ, 0.0, f"gpus_{tag}")
 
 
 def add_it_power(m: Model) -> None:
-    """§4.4 ``it[s,t] = base_it_mw[s] + held_mw[s,t] + Σ_j P[j,s]·running[j,s,t]
-    + Σ_k serve[k,s,t]·gpu_power_kw[s]/1000`` (MW), kept as an expression (no variable, no row).
+    """§4.4 ``it[s,t] = base_it_mw[s] + gpu_power_kw[s]/1000·(held_gpus[s,t] + busy[s,t])`` (MW),
+    i.e. ``base_it_mw + held_mw + Σ_j P[j,s]·running[j,s,t] + Σ_k serve[k,s,t]·gpu_power_kw/1000``
+    since ``P[j,s] = gpus[j]·gpu_power_kw[s]/1000``; kept as an expression (no variable, no row).
 
     §4.5 (cooling) is applied where it is used: ``load[s,t] = (1 + cooling[s,t])·it[s,t]``.
     """
     sc = m.scenario
-    rows = _running_terms(m, sc.job_power_mw)
     for s, site in enumerate(sc.sites):
         for i, t in enumerate(m.periods):
-            terms = list(rows.get((s, t), []))
-            terms += [(m.serve[k, s, t], float(sc.gpu_mw[s])) for k in range(sc.K) if (k, s, t) in m.serve]
-            m.it_mw[s, t] = pulp.LpAffineExpression(terms, constant=site.base_it_mw + float(m.held_mw[s, i]))
+            m.it_mw[s, t] = pulp.LpAffineExpression(
+                [(m.busy[s, t], float(sc.gpu_mw[s]))], constant=site.base_it_mw + float(m.held_mw[s, i])
+            )
 
 
 def add_power_balance(m: Model) -> None:
