@@ -201,9 +201,10 @@ def add_variables(m: Model, workload: tuple[list[Key3], np.ndarray] | None) -> N
 def add_job_assignment(m: Model) -> None:
     """§4.1 Each job starts at most once: ``Σ_{s,t} start[j,s,t] <= 1`` (``= 1`` if mandatory).
 
-    Jobs already started before ``t0`` have no start variables. A mandatory job with no start
-    variable left gets an empty ``= 1`` row, which makes the model infeasible on purpose (the
-    diagnosis names the job).
+    Jobs already started before ``t0`` have no start variables. A mandatory job must start in the
+    modelled periods only if its latest start is among them (in a window it may still start later).
+    A mandatory job with no start variable left then gets an empty ``= 1`` row, which makes the
+    model infeasible on purpose (the diagnosis names the job).
     """
     if m.fixed_workload:
         return
@@ -215,7 +216,7 @@ def add_job_assignment(m: Model) -> None:
         if j in m.started_before:
             continue
         expr = pulp.LpAffineExpression([(var, 1.0) for var in by_job.get(j, [])])
-        if job.mandatory:
+        if job.mandatory and job.latest_start < m.t_end:
             _add(m.prob, expr, pulp.LpConstraintEQ, 1.0, f"once_j{j:03d}")
         elif by_job.get(j):
             _add(m.prob, expr, pulp.LpConstraintLE, 1.0, f"once_j{j:03d}")

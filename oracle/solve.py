@@ -596,7 +596,7 @@ def diagnose(
     base = build_model(scenario, config, initial_state, window, relax_budget=True)
     sc = base.scenario
     for j, job in enumerate(sc.jobs):
-        if not job.mandatory or j in base.started_before:
+        if not job.mandatory or j in base.started_before or job.latest_start >= base.t_end:
             continue
         if not any(key[0] == j for key in base.start):
             causes.append(

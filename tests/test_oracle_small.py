@@ -304,3 +304,16 @@ def test_cli_solve_and_compare(tmp_path, capsys):
     lines = csv_path.read_text().splitlines()
     assert lines[0].startswith("config,status,benefit_usd,emissions_t") and len(lines) == 1 + len(CONFIGS)
     assert "energy_only" in capsys.readouterr().out
+
+
+def test_mandatory_job_in_a_window():
+    """A mandatory job whose start window extends past the solve window need not start in it; one
+    whose latest start is inside the window must."""
+    job = TrainingJob("must", 4, 1, 0, 3, 1.0, (True,), mandatory=True)
+    sc = make_tiny(jobs=(job,), price_import=np.full((1, 3), 1000.0))
+    early = solve(sc, window=2)
+    assert early.status == "optimal" and early.job_start == []
+    full = solve(sc)
+    assert full.status == "optimal" and len(full.job_start) == 1
+    late = solve(sc, initial_state=OperatingState(period=1, soc_mwh=(5.0,)), window=2)
+    assert late.status == "optimal" and len(late.job_start) == 1
