@@ -21,8 +21,11 @@ the result, never zero-filled.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import os
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -366,6 +369,26 @@ class _HiGHS(pulp.HiGHS):
         lp.solverModel.run()
 
 
+@functools.cache
+def _swallow_highs_banner() -> None:
+    """Create one HiGHS instance with the process's stdout pointed at /dev/null.
+
+    HiGHS's C++ library prints its version banner to file descriptor 1 on the first instance in a
+    process, whatever ``output_flag`` says; that would corrupt machine-readable output such as
+    ``evaluate.py --json``. Later instances print nothing.
+    """
+    sys.stdout.flush()
+    saved = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        highspy.Highs()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+
+
 @dataclass
 class _Run:
     status: str
@@ -382,6 +405,8 @@ def _run_highs(
     msg: bool,
     warm: dict[str, float] | None,
 ) -> _Run:
+    if not msg:
+        _swallow_highs_banner()
     solver = _HiGHS(warm_start=warm, msg=msg, timeLimit=time_limit_s, gapRel=mip_gap, threads=threads)
     m.prob.solve(solver)
     h = m.prob.solverModel
@@ -643,6 +668,7 @@ def warm_start_values(m: Model, threads: int | None = None) -> dict[str, float] 
     returned (higher thresholds drop load); None when none is feasible (e.g. a mandatory job is
     dropped). HiGHS completes the continuous variables and uses the start only if it is feasible.
     """
+    _swallow_highs_banner()
     solver = _HiGHS(mip=False, msg=False, threads=threads)
     solver.createAndConfigureSolver(m.prob)
     solver.buildSolverModel(m.prob)
