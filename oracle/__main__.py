@@ -3,6 +3,7 @@
 python -m oracle --preset paper --seed 0 --config joint --out schedule.json
 python -m oracle --scenario my_scenario.json --config no_battery --time-limit 30 --gap 1e-3
 python -m oracle compare --preset paper --seed 0 --out compare.csv
+python -m oracle compare --preset week --backend ray --ray-address auto --cache runs/compare-week
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from pathlib import Path
 
 from envs.presets import PRESETS, make_scenario
 from envs.scenario import Scenario
+from oracle.executor import ItemResult, add_backend_args, backend_kwargs, run_sweep
 from oracle.model import CONFIGS
-from oracle.solve import Schedule, solve
+from oracle.solve import Schedule, solve, solve_item
 
 COLUMNS = (
     ("config", "config", "{:<13}"),
@@ -71,6 +73,13 @@ def _solve(args: argparse.Namespace, sc: Scenario, config: str) -> Schedule:
         msg=args.msg,
         warm_start=args.warm_start,
     )
+
+
+def _failed_row(config: str, res: ItemResult) -> dict[str, object]:
+    """A table row for a configuration whose solve did not come back (it is never dropped)."""
+    row: dict[str, object] = {key: math.nan for key, _, _ in COLUMNS}
+    row.update(config=config, status=res.status, carbon_budget_relaxed=False)
+    return row
 
 
 def _row(r: Schedule) -> dict[str, object]:
@@ -139,11 +148,38 @@ def main_compare(argv: Sequence[str]) -> int:
     )
     _common(parser)
     parser.add_argument("--out", type=Path, default=None, help="write the table as CSV here")
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="keep each finished solve here as JSON; a rerun skips finished configurations",
+    )
+    add_backend_args(parser)
     args = parser.parse_args(argv)
     sc = _scenario(args)
-    rows = [_row(_solve(args, sc, config)) for config in CONFIGS]
+    items = [
+        {
+            "key": f"{sc.name}-{config}",
+            "scenario": sc.to_dict(),
+            "config": config,
+            "time_limit_s": args.time_limit,
+            "mip_gap": args.gap,
+            "threads": args.threads,
+            "solver": args.solver,
+            "warm_start": args.warm_start,
+        }
+        for config in CONFIGS
+    ]
+    results = run_sweep(solve_item, items, out_dir=args.cache, desc="configurations", **backend_kwargs(args))
+    rows = [
+        _row(Schedule.from_dict(res.result)) if res.ok else _failed_row(config, res)
+        for config, res in zip(CONFIGS, results, strict=True)
+    ]
     print(sc.summary())
     print(format_table(rows))
+    for config, res in zip(CONFIGS, results, strict=True):
+        if not res.ok:
+            print(f"  {config}: {res.status}: {res.error}")
     if args.out is not None:
         with Path(args.out).open("w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=[key for key, _, _ in COLUMNS])

@@ -815,3 +815,18 @@ def solve(
         )
     sched.diagnosis = "; ".join(notes)
     return sched
+
+
+def solve_item(item: dict[str, Any]) -> dict[str, Any]:
+    """Executor work item (``oracle.executor.run_sweep``): solve one configuration of a scenario.
+
+    ``item``: ``{"key", "scenario": <scenario JSON dict>, "config", "time_limit_s", "mip_gap",
+    "threads", "solver", "warm_start"}`` (all but key, scenario and config optional). Returns the
+    schedule's JSON dict (``Schedule.from_dict`` rebuilds it), so any backend can run it.
+    """
+    options = {
+        name: item[name]
+        for name in ("time_limit_s", "mip_gap", "threads", "solver", "warm_start")
+        if item.get(name) is not None
+    }
+    return solve(Scenario.from_dict(item["scenario"]), item["config"], **options).to_dict()
