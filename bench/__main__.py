@@ -1,0 +1,68 @@
+"""``make bench`` / ``python -m bench``: every benchmark, printed as tables and written to
+``bench/results.md`` (with the machine it ran on). ``--quick`` shrinks repeats and sizes for a smoke
+run; ``--only env,oracle,...`` picks sections."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+import time
+from pathlib import Path
+
+from bench.common import machine
+
+SECTIONS = ("env", "oracle", "scaling", "mpc", "sweeps", "dataset", "training")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer repeats, smaller sizes (smoke run)")
+    parser.add_argument(
+        "--only", default=",".join(SECTIONS), help=f"comma-separated sections from {', '.join(SECTIONS)}"
+    )
+    parser.add_argument("--out", type=Path, default=Path("bench/results.md"), help="Markdown output")
+    args = parser.parse_args(argv)
+    chosen = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = sorted(set(chosen) - set(SECTIONS))
+    if unknown:
+        parser.error(f"--only: unknown sections {unknown}; choose from {', '.join(SECTIONS)}")
+
+    from bench import agents_speed, env_speed, oracle_speed
+
+    q = args.quick
+    runners = {
+        "env": lambda: env_speed.run(repeats=2 if q else 5, n_steps=1000 if q else 4000),
+        "oracle": lambda: oracle_speed.presets_section(
+            repeats=1 if q else 3, week_limit_s=60.0, large_limit_s=20.0 if q else 120.0
+        ),
+        "scaling": lambda: oracle_speed.scaling_section(time_limit_s=10.0 if q else 60.0),
+        "mpc": agents_speed.mpc_section,
+        "sweeps": lambda: agents_speed.sweep_section(4 if q else 12),
+        "dataset": lambda: agents_speed.dataset_section(2 if q else 8),
+        "training": lambda: agents_speed.training_section(1024 if q else 4096),
+    }
+    started = time.perf_counter()
+    parts = [
+        "# Benchmarks",
+        "",
+        f"Machine: {machine()}. Run: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC"
+        + (" (--quick)" if q else "")
+        + ". Regenerate with `make bench`.",
+    ]
+    for name in chosen:
+        t0 = time.perf_counter()
+        print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+        section = runners[name]()
+        print(section + "\n", flush=True)
+        parts += ["", section, "", f"_{name}: {time.perf_counter() - t0:.0f} s_"]
+    total = time.perf_counter() - started
+    parts += ["", f"Total benchmark time: {total / 60:.1f} min."]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(parts) + "\n")
+    print(f"Total {total / 60:.1f} min; wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""Agent-side speed: MPC decision time, oracle solves per minute (local vs Ray), BC dataset
+generation rate, and env steps per second inside SB3 PPO with 1 and 2 envs."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+
+from bench.common import Stat, table
+from envs import CarbonAwareDCEnv, make_scenario
+from oracle.executor import run_sweep
+from oracle.solve import solve_item
+
+
+def mpc_section(seed: int = 0) -> str:
+    from agents.baselines import MPCPolicy
+
+    rows = []
+    for preset, window, noise in (("paper", 24, 0.0), ("paper", 24, 0.1), ("week", 24, 0.0)):
+        env = CarbonAwareDCEnv(scenario=make_scenario(preset, seed), preset=preset, forecast_noise=noise)
+        policy = MPCPolicy(env, window=window, exact=noise == 0.0)
+        obs, _ = env.reset(seed=seed)
+        times, done, steps = [], False, 0
+        limit = 48 if preset == "week" else None  # the first two days of the week are enough
+        while not done and (limit is None or steps < limit):
+            t0 = time.perf_counter()
+            action, _ = policy.predict(obs)
+            times.append(1000.0 * (time.perf_counter() - t0))
+            obs, _, done, _, _ = env.step(action)
+            steps += 1
+        stat = Stat(times)
+        rows.append(
+            [f"{preset} (window {window}, noise {noise:g})", steps, f"{statistics.median(times):.0f}",
+             f"{min(times):.0f}–{max(times):.0f}", f"{stat.values and sum(times) / len(times):.0f}"]
+        )  # fmt: skip
+    head = "### MPC decision time\n\nMilliseconds per step of `MPCPolicy` (one MILP per step).\n\n"
+    return head + table(["instance", "steps", "median ms", "min–max ms", "mean ms"], rows)
+
+
+def sweep_section(n: int = 12) -> str:
+    """Oracle solves of paper scenarios per minute with the executor's backends."""
+    items = [
+        {"key": f"paper-{seed}", "scenario": make_scenario("paper", seed).to_dict(), "config": "joint",
+         "threads": 1}
+        for seed in range(1000, 1000 + n)
+    ]  # fmt: skip
+    rows = []
+    cores = os.cpu_count() or 1
+    runs = [("local", 1), ("local", cores)]
+    try:
+        import ray  # noqa: F401
+
+        runs.append(("ray", cores))
+    except ImportError:
+        pass
+    for backend, workers in runs:
+        t0 = time.perf_counter()
+        res = run_sweep(solve_item, items, backend=backend, max_workers=workers, progress=False)
+        wall = time.perf_counter() - t0
+        ok = sum(r.ok for r in res)
+        rows.append([backend, workers, f"{ok}/{n}", f"{wall:.1f}", f"{60.0 * ok / wall:.0f}"])
+    head = (
+        f"### Sweeps\n\n{n} `paper` oracle solves (joint, 1 solver thread each) through "
+        "`oracle.executor.run_sweep`; wall time includes starting the workers (and Ray).\n\n"
+    )
+    return head + table(["backend", "workers", "solved", "wall s", "scenarios / min"], rows)
+
+
+def dataset_section(n: int = 8) -> str:
+    from agents.imitation import build_oracle_dataset
+
+    cores = os.cpu_count() or 1
+    t0 = time.perf_counter()
+    data = build_oracle_dataset("paper", list(range(2000, 2000 + n)), progress=False, max_workers=cores)
+    wall = time.perf_counter() - t0
+    rows = [[n, cores, len(data.obs), f"{wall:.1f}", f"{60.0 * n / wall:.0f}"]]
+    head = (
+        "### Behaviour-cloning dataset\n\nSolve the oracle on `paper` training scenarios and replay "
+        "each through the env into (observation, action) pairs, on all cores.\n\n"
+    )
+    return head + table(["scenarios", "workers", "pairs", "wall s", "scenarios / min"], rows)
+
+
+def training_section(steps: int = 4096) -> str:
+    from agents.sb3 import make_model, make_vec_env, set_torch_threads
+
+    set_torch_threads(1)
+    rows = []
+    for n_envs in (1, 2):
+        venv = make_vec_env("paper", n_envs=n_envs, seed=0)
+        model = make_model("ppo", venv, seed=0)
+        model.learn(512)  # warm-up: first rollout and first update
+        t0 = time.perf_counter()
+        model.learn(steps, reset_num_timesteps=False)
+        wall = time.perf_counter() - t0
+        rows.append([n_envs, steps, f"{wall:.1f}", f"{steps / wall:,.0f}"])
+    head = (
+        "### Training throughput\n\nEnv steps per second inside SB3 PPO (`DummyVecEnv`, torch with 1 "
+        "thread; rollouts plus gradient updates).\n\n"
+    )
+    return head + table(["n_envs", "steps", "wall s", "steps/s"], rows)
+
+
+if __name__ == "__main__":
+    print(sweep_section(4))
