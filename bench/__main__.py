@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         "oracle": lambda: oracle_speed.presets_section(
             repeats=1 if q else 3, week_limit_s=60.0, large_limit_s=20.0 if q else 120.0
         ),
-        "scaling": lambda: oracle_speed.scaling_section(time_limit_s=10.0 if q else 60.0),
+        "scaling": lambda: oracle_speed.scaling_section(time_limit_s=10.0 if q else 30.0),
         "mpc": agents_speed.mpc_section,
         "sweeps": lambda: agents_speed.sweep_section(4 if q else 12),
         "dataset": lambda: agents_speed.dataset_section(2 if q else 8),
