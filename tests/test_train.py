@@ -1,0 +1,211 @@
+"""The SB3 side (agents/sb3.py) and train.py end to end, including --resume."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agents.sb3 import (
+    ALGOS,
+    DictPolicy,
+    action_mask_from_obs,
+    algo_of,
+    load_policy,
+    make_model,
+    make_vec_env,
+    project_action,
+)
+from envs.dc_env import CarbonAwareDCEnv
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_episode(policy: DictPolicy, env: CarbonAwareDCEnv, seed: int) -> float:
+    obs, info = env.reset(seed=seed)
+    total, done = 0.0, False
+    while not done:
+        action, _ = policy.predict(obs, deterministic=True)
+        assert env.action_space.contains(action)
+        assert info["action_mask"][np.arange(env.n_slots), action["start"]].all()
+        obs, reward, done, _, info = env.step(action)
+        assert "start_ignored" not in info["repairs"]
+        total += reward
+    return total
+
+
+@pytest.mark.parametrize("algo", sorted(ALGOS))
+def test_make_model_save_and_load_policy(algo: str, tmp_path) -> None:
+    model = make_model(algo, make_vec_env("paper", 1, seed=0), seed=0)
+    path = tmp_path / f"{algo}.zip"
+    model.save(path)
+    assert algo_of(path) == algo
+    env = CarbonAwareDCEnv(preset="paper")
+    policy = load_policy(path, env)
+    assert np.isfinite(run_episode(policy, env, seed=1))
+
+
+def test_load_policy_rejects_another_preset(tmp_path) -> None:
+    model = make_model("ppo", make_vec_env("paper", 1, seed=0), seed=0)
+    model.save(tmp_path / "m.zip")
+    with pytest.raises(ValueError, match="observation size"):
+        load_policy(tmp_path / "m.zip", CarbonAwareDCEnv(preset="week"))
+
+
+def test_action_mask_from_obs_matches_env() -> None:
+    env = CarbonAwareDCEnv(preset="paper")
+    rng = np.random.default_rng(0)
+    for seed in range(3):
+        obs, info = env.reset(seed=seed)
+        done = False
+        while not done:
+            mask = action_mask_from_obs(obs, env.scenario.site_array("gpu_capacity"))
+            np.testing.assert_array_equal(mask, info["action_mask"])
+            action = env.action_space.sample()
+            # Start jobs often, so the GPUs fill up and the capacity part of the mask is exercised.
+            allowed = np.flatnonzero(info["action_mask"][:, 1:].any(axis=1))
+            for j in allowed:
+                if rng.random() < 0.5:
+                    action["start"][j] = 1 + int(np.flatnonzero(info["action_mask"][j, 1:])[0])
+            obs, _, done, _, info = env.step(action)
+
+
+def _train(out: Path, *extra: str) -> subprocess.CompletedProcess:
+    cmd = [
+        sys.executable,
+        "train.py",
+        "--out",
+        str(out),
+        "--timesteps",
+        "960",
+        "--bc-scenarios",
+        "2",
+        "--bc-epochs",
+        "5",
+        "--dagger-rounds",
+        "1",
+        "--dagger-scenarios",
+        "1",
+        "--dagger-epochs",
+        "3",
+        "--eval-scenarios",
+        "2",
+        "--eval-freq",
+        "480",
+        "--checkpoint-freq",
+        "480",
+        "--value-pretrain-scenarios",
+        "2",
+        "--workers",
+        "2",
+        "--no-progress",
+        *extra,
+    ]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_train_smoke_then_resume(tmp_path) -> None:
+    out = tmp_path / "run"
+    first = _train(out, "--stop-after-steps", "480")
+    assert first.returncode == 130, first.stderr[-3000:]
+    assert "--resume" in first.stderr
+    latest = json.loads((out / "checkpoints" / "latest.json").read_text())
+    assert latest["num_timesteps"] == 480
+    assert (out / "bc_dataset.npz").exists() and (out / "bc_model.zip").exists()
+    assert (out / "model.zip").exists()  # the cloned policy, first candidate
+    assert not (out / "learning_curve.png").exists()
+
+    second = _train(out, "--resume")
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resuming from" in second.stdout and "ckpt_480.zip" in second.stdout
+    record = json.loads((out / "config.json").read_text())
+    assert record["config"]["algo"] == "ppo" and record["config"]["bc_scenarios"] == 2
+    assert len(record["resumed"]) == 1
+    assert set(record["seeds"]) == {"validation", "bc", "dagger"}
+    assert min(record["seeds"]["bc"]) >= 1000 and "stable-baselines3" in record["versions"]
+    assert record["summary"]["final_timesteps"] == 960
+    assert (out / "learning_curve.png").stat().st_size > 0
+    history = json.loads((out / "eval_history.json").read_text())
+    assert [(h["label"], h["timesteps"]) for h in history] == [
+        ("bc", 0),
+        ("dagger1", 0),
+        ("ppo", 480),
+        ("ppo", 960),
+    ]
+    assert (out / "checkpoints" / "ckpt_960.zip").exists()
+
+    env = CarbonAwareDCEnv(preset="paper")
+    assert np.isfinite(run_episode(load_policy(out / "model.zip", env), env, seed=0))
+
+
+@pytest.mark.slow
+def test_train_without_bc_a2c(tmp_path) -> None:
+    out = tmp_path / "a2c"
+    res = _train(out, "--no-bc", "--algo", "a2c")
+    assert res.returncode == 0, res.stderr[-3000:]
+    record = json.loads((out / "config.json").read_text())
+    assert record["seeds"]["bc"] == [] and "bc" not in record["summary"]
+    assert algo_of(out / "model.zip") == "a2c"
+
+
+def test_safety_layer_barely_changes_the_oracle() -> None:
+    from agents.replay import OracleReplayPolicy
+    from envs.presets import make_scenario
+    from oracle.solve import solve
+
+    sched = solve(make_scenario("paper", 1005), "joint", threads=1)
+    env = CarbonAwareDCEnv(scenario=sched.scenario)
+    replay = OracleReplayPolicy(sched)
+    obs, _ = env.reset(seed=0)
+    total, done = 0.0, False
+    while not done:
+        action, _ = replay.predict(obs)
+        safe = project_action(action, obs, env.scenario)
+        np.testing.assert_allclose(safe["route"], action["route"], atol=1e-9)
+        obs, reward, done, _, _ = env.step(safe)
+        total += reward
+    assert total == pytest.approx(sched.objective_usd, rel=1e-2)
+
+
+def test_safety_layer_prevents_overflow_and_terminal_shortfall() -> None:
+    env = CarbonAwareDCEnv(preset="paper")
+    for seed in range(3):
+        env.action_space.seed(seed)
+        obs, info = env.reset(seed=seed)
+        done, shortfall = False, 0.0
+        while not done:
+            action = env.action_space.sample()
+            action["route"] = np.ones((3, 3))  # ask for everything everywhere: overflows
+            action["battery"] = -np.ones(3)  # and drain the batteries
+            safe = project_action(action, obs, env.scenario)
+            obs, _, done, _, info = env.step(safe)
+            assert "serve_cut_gpus" not in info["repairs"]
+            shortfall += info["reward_terms"]["soc_shortfall_usd"]
+        assert shortfall == 0.0
+
+
+def test_carbon_guard_blocks_starts_that_would_break_the_budget() -> None:
+    from envs.presets import make_scenario
+
+    sc = make_scenario("paper", 1006)
+    for budget, expect_start in ((1.0, False), (None, True)):
+        env = CarbonAwareDCEnv(scenario=sc.replace(carbon_budget_t=budget))
+        obs, info = env.reset(seed=0)
+        while not info["action_mask"][:, 1:].any():
+            hold = {"start": np.zeros(6, dtype=np.int64), "route": np.eye(3), "battery": np.zeros(3)}
+            obs, _, _, _, info = env.step({**hold, "generator": np.zeros(3)})
+        j, s = np.argwhere(info["action_mask"][:, 1:])[0]
+        action = {
+            "start": np.zeros(6, dtype=np.int64),
+            "route": np.eye(3),
+            "battery": np.zeros(3),
+            "generator": np.zeros(3),
+        }
+        action["start"][j] = 1 + s
+        safe = project_action(action, obs, env.scenario, env.state_snapshot(), env.forecast())
+        assert (safe["start"][j] > 0) == expect_start

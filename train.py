@@ -1,0 +1,95 @@
+"""Train the default agent: behaviour cloning from the MILP oracle (with DAgger), then PPO fine-tuning.
+
+    python train.py                         # paper preset, runs/default/
+    python train.py --timesteps 20000 --out runs/quick --bc-scenarios 50 --dagger-rounds 0
+    python train.py --resume                # continue an interrupted run from its last checkpoint
+
+The pipeline is :func:`agents.sb3.train_agent`; this file only parses the flags. See docs/training.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from agents.sb3 import ALGOS, Interrupted, TrainConfig, train_agent
+from envs.presets import PRESETS
+from oracle.executor import add_backend_args
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command-line flags (defaults from :class:`agents.sb3.TrainConfig`)."""
+    d = TrainConfig()
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--algo", choices=sorted(ALGOS), default=d.algo, help="RL algorithm (default ppo)")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=d.preset)
+    p.add_argument("--timesteps", type=int, default=d.timesteps, help="fine-tuning environment steps")
+    p.add_argument("--seed", type=int, default=d.seed, help="base seed of every scenario seed and the model")
+    p.add_argument("--bc", action=argparse.BooleanOptionalAction, default=d.bc, help="clone the oracle first")
+    p.add_argument("--bc-scenarios", type=int, default=d.bc_scenarios, help="oracle-solved scenarios for BC")
+    p.add_argument("--bc-epochs", type=int, default=d.bc_epochs)
+    p.add_argument("--dagger-rounds", type=int, default=d.dagger_rounds)
+    p.add_argument("--dagger-scenarios", type=int, default=d.dagger_scenarios, help="scenarios per round")
+    p.add_argument("--dagger-epochs", type=int, default=d.dagger_epochs)
+    p.add_argument("--value-pretrain-scenarios", type=int, default=d.value_pretrain_scenarios)
+    p.add_argument("--n-envs", type=int, default=d.n_envs)
+    p.add_argument("--out", default=d.out, help="output folder (default runs/default)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--torch-threads", type=int, default=d.torch_threads, help="torch threads (default 1)")
+    p.add_argument("--eval-freq", type=int, default=d.eval_freq, help="steps between validations")
+    p.add_argument("--eval-scenarios", type=int, default=d.eval_scenarios)
+    p.add_argument("--checkpoint-freq", type=int, default=d.checkpoint_freq)
+    p.add_argument("--ft-log-std", type=float, default=d.ft_log_std, help="log_std when fine-tuning")
+    p.add_argument("--learning-rate", type=float, default=d.learning_rate)
+    p.add_argument("--oracle-time-limit", type=float, default=d.oracle_time_limit_s, help="s per solve")
+    p.add_argument("--demo-mip-gap", type=float, default=d.demo_mip_gap, help="MIP gap of demonstrations")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    # Testing aid: behave as if interrupted (Ctrl-C) after N fine-tuning steps.
+    p.add_argument("--stop-after-steps", type=int, default=None, help=argparse.SUPPRESS)
+    add_backend_args(p)
+    return p.parse_args(argv)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The :class:`TrainConfig` of the parsed flags."""
+    return TrainConfig(
+        algo=args.algo,
+        preset=args.preset,
+        timesteps=args.timesteps,
+        seed=args.seed,
+        bc=args.bc,
+        bc_scenarios=args.bc_scenarios,
+        bc_epochs=args.bc_epochs,
+        dagger_rounds=args.dagger_rounds,
+        dagger_scenarios=args.dagger_scenarios,
+        dagger_epochs=args.dagger_epochs,
+        value_pretrain_scenarios=args.value_pretrain_scenarios,
+        n_envs=args.n_envs,
+        out=args.out,
+        torch_threads=args.torch_threads,
+        eval_freq=args.eval_freq,
+        eval_scenarios=args.eval_scenarios,
+        checkpoint_freq=args.checkpoint_freq,
+        ft_log_std=args.ft_log_std,
+        learning_rate=args.learning_rate,
+        oracle_time_limit_s=args.oracle_time_limit,
+        demo_mip_gap=args.demo_mip_gap,
+        progress_bar=not args.no_progress,
+        backend=args.backend,
+        ray_address=args.ray_address,
+        workers=args.workers,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        train_agent(config_from_args(args), resume=args.resume, stop_after_steps=args.stop_after_steps)
+    except Interrupted as exc:
+        print(f"{exc}; continue with: python train.py --resume --out {args.out}", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
