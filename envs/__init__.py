@@ -10,6 +10,7 @@
 
 import gymnasium as gym
 
+from envs.data import DataGapWarning, scenario_from_csv
 from envs.dc_env import CarbonAwareDCEnv
 from envs.presets import PRESETS, make_scenario
 from envs.scenario import (
@@ -34,6 +35,7 @@ __all__ = [
     "FLAT_ENV_ID",
     "PRESETS",
     "CarbonAwareDCEnv",
+    "DataGapWarning",
     "InferenceClass",
     "OperatingState",
     "Scenario",
@@ -41,4 +43,5 @@ __all__ = [
     "Site",
     "TrainingJob",
     "make_scenario",
+    "scenario_from_csv",
 ]
