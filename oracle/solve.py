@@ -807,7 +807,6 @@ def solve(
     if sched.carbon_budget_relaxed:
         emitted = initial_state.emissions_t if initial_state is not None else 0.0
         left = float(scenario.carbon_budget_t) - float(emitted)
-        sched.kpis["carbon_budget_overrun_t"] = sched.kpis["emissions_t"] - left
         notes.append(
             "carbon budget relaxed: the fixed carbon-agnostic workload cannot meet the budget of "
             f"{left:.2f} t; solved without it, emissions {sched.kpis['emissions_t']:.2f} t, overrun "
