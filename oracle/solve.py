@@ -389,6 +389,21 @@ def _swallow_highs_banner() -> None:
         os.close(devnull)
 
 
+_scheduler_threads: list[int | None] = []
+
+
+def _use_threads(threads: int | None) -> None:
+    """Reset HiGHS's process-wide thread scheduler when a solve asks for another thread count.
+
+    HiGHS creates one global scheduler with the first solve's ``threads`` and fails every later
+    solve in the same process that asks for a different count (model status "Not Set", no
+    solution). Resetting it between such solves keeps ``threads`` a per-solve choice.
+    """
+    if _scheduler_threads and _scheduler_threads[0] != threads:
+        highspy.Highs.resetGlobalScheduler(True)
+    _scheduler_threads[:] = [threads]
+
+
 @dataclass
 class _Run:
     status: str
@@ -407,6 +422,7 @@ def _run_highs(
 ) -> _Run:
     if not msg:
         _swallow_highs_banner()
+    _use_threads(threads)
     solver = _HiGHS(warm_start=warm, msg=msg, timeLimit=time_limit_s, gapRel=mip_gap, threads=threads)
     m.prob.solve(solver)
     h = m.prob.solverModel
@@ -669,6 +685,7 @@ def warm_start_values(m: Model, threads: int | None = None) -> dict[str, float] 
     dropped). HiGHS completes the continuous variables and uses the start only if it is feasible.
     """
     _swallow_highs_banner()
+    _use_threads(threads)
     solver = _HiGHS(mip=False, msg=False, threads=threads)
     solver.createAndConfigureSolver(m.prob)
     solver.buildSolverModel(m.prob)

@@ -318,3 +318,16 @@ def test_mandatory_job_in_a_window():
     assert full.status == "optimal" and len(full.job_start) == 1
     late = solve(sc, initial_state=OperatingState(period=1, soc_mwh=(5.0,)), window=2)
     assert late.status == "optimal" and len(late.job_start) == 1
+
+
+def test_thread_count_can_change_between_solves_in_one_process():
+    """HiGHS keeps one global thread scheduler; a later solve asking for another thread count used
+    to come back with model status "Not Set" and no solution (found when a test ran after others)."""
+    from envs import make_scenario
+
+    sc = make_scenario("paper", 1000)
+    results = [solve(sc, "joint", threads=threads) for threads in (None, 1, 2, 1)]
+    assert [r.status for r in results] == ["optimal"] * 4, [r.diagnosis for r in results]
+    assert max(r.objective_usd for r in results) - min(r.objective_usd for r in results) <= 1e-4 * abs(
+        results[0].objective_usd
+    )
