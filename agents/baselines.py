@@ -28,7 +28,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from agents.replay import OracleReplayPolicy
+from agents.replay import OracleReplayPolicy, schedule_action
 from envs.rules import route_order
 from envs.scenario import OperatingState, Scenario
 
@@ -492,31 +492,6 @@ class CarbonGreedyPolicy(_EnvPolicy):
 
 
 # ---------------------------------------------------------------------------------------- MILP based
-def schedule_action(schedule: Any, period: int, n_slots: int) -> dict[str, np.ndarray]:
-    """The Dict action of a (possibly windowed) schedule for ``period`` (converted as in
-    :class:`agents.replay.OracleReplayPolicy`; ``schedule.t0`` is the first modelled period)."""
-    sc = schedule.scenario
-    i = period - int(getattr(schedule, "t0", 0))
-    start = np.zeros(n_slots, dtype=np.int64)
-    for j, s, t in schedule.job_start or ():
-        if int(t) == period:
-            start[int(j)] = 1 + int(s)
-    serve = np.asarray(schedule.serve_gpus, dtype=np.float64)[:, :, i]
-    charge = np.asarray(schedule.charge_mw, dtype=np.float64)[:, i]
-    discharge = np.asarray(schedule.discharge_mw, dtype=np.float64)[:, i]
-    gen = np.asarray(schedule.gen_mw, dtype=np.float64)[:, i]
-    c_lim, d_lim = sc.site_array("charge_mw"), sc.site_array("discharge_mw")
-    gen_cap = sc.site_array("gen_capacity_mw")
-    battery = np.divide(charge, c_lim, out=np.zeros_like(charge), where=c_lim > 0)
-    battery -= np.divide(discharge, d_lim, out=np.zeros_like(discharge), where=d_lim > 0)
-    return {
-        "start": start,
-        "route": _route_fractions(serve, sc.demand_gpus[:, period]),
-        "battery": battery,
-        "generator": np.divide(gen, gen_cap, out=np.zeros_like(gen), where=gen_cap > 0),
-    }
-
-
 def forecast_scenario(sc: Scenario, forecast: dict[str, np.ndarray], period: int) -> Scenario:
     """``sc`` with its series from ``period`` on replaced by ``forecast`` (column 0 = ``period``).
 

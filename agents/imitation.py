@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import torch as th
 
+from agents.replay import schedule_action
 from envs.dc_env import JOB_FEATURES, CarbonAwareDCEnv
 from envs.presets import PRESETS, make_scenario
 from envs.scenario import OperatingState, Scenario
@@ -229,34 +230,6 @@ def state_from_json(data: dict[str, Any]) -> OperatingState:
         job_starts=tuple((int(j), int(s), int(t)) for j, s, t in data["job_starts"]),
         emissions_t=float(data["emissions_t"]),
     )
-
-
-def schedule_action(schedule: Any, period: int, n_slots: int) -> dict[str, np.ndarray]:
-    """The Dict action of a (possibly windowed, ``t0 > 0``) schedule for ``period``.
-
-    Same mapping as :class:`agents.replay.OracleReplayPolicy` (which indexes arrays that start at
-    period 0), but reading column ``period - schedule.t0``.
-    """
-    sc = schedule.scenario
-    col = period - schedule.t0
-    if not 0 <= col < schedule.n_periods:
-        raise ValueError(f"period {period} is outside the schedule's periods {schedule.periods}")
-    start = np.zeros(n_slots, dtype=np.int64)
-    for j, s, t in schedule.job_start:
-        if t == period:
-            start[j] = 1 + s
-    demand = sc.demand_gpus[:, period][:, None]
-    serve = np.asarray(schedule.serve_gpus)[:, :, col]
-    route = np.divide(serve, demand, out=np.zeros_like(serve), where=demand > 0)
-
-    def frac(x: np.ndarray, limit: np.ndarray) -> np.ndarray:
-        return np.divide(x, limit, out=np.zeros_like(x), where=limit > 0)
-
-    battery = frac(np.asarray(schedule.charge_mw)[:, col], sc.site_array("charge_mw")) - frac(
-        np.asarray(schedule.discharge_mw)[:, col], sc.site_array("discharge_mw")
-    )
-    generator = frac(np.asarray(schedule.gen_mw)[:, col], sc.site_array("gen_capacity_mw"))
-    return {"start": start, "route": route, "battery": battery, "generator": generator}
 
 
 def solve_from_state(item: dict[str, Any]) -> dict[str, Any]:

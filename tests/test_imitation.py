@@ -19,11 +19,10 @@ from agents.imitation import (
     imitation_loss,
     replay_schedule,
     rollout,
-    schedule_action,
     solve_from_state,
     state_to_json,
 )
-from agents.replay import OracleReplayPolicy
+from agents.replay import OracleReplayPolicy, schedule_action
 from agents.sb3 import flat_predictor, make_model, make_vec_env
 from envs.presets import make_scenario
 from envs.rules import greedy_workload
