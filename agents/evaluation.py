@@ -33,22 +33,10 @@ from typing import Any
 import numpy as np
 
 from envs.dc_env import CarbonAwareDCEnv
+from envs.dynamics import PENALTY_TERMS
 from envs.presets import make_scenario
-from envs.scenario import Scenario
+from envs.scenario import OBJECTIVE_TERMS, Scenario
 
-OBJECTIVE_TERMS = (
-    "training_value_usd",
-    "inference_revenue_usd",
-    "unserved_penalty_usd",
-    "export_revenue_usd",
-    "import_cost_usd",
-    "gen_cost_usd",
-    "degradation_cost_usd",
-    "carbon_cost_usd",
-)
-"""``info["reward_terms"]`` keys that are MODEL.md §5's objective (their sum is the benefit)."""
-PENALTY_TERMS = ("lost_load_usd", "carbon_overrun_usd", "soc_shortfall_usd", "mandatory_miss_usd")
-"""``info["reward_terms"]`` keys that are the env's penalties (MODEL.md §7)."""
 PENALTY_TOL_USD = 1e-3
 """A penalty term counts as a violation above this (the env charges floating-point dust, e.g. a
 terminal state of charge 1e-14 MWh below the initial one in a replayed optimal schedule)."""

@@ -25,24 +25,15 @@ from typing import NamedTuple
 
 import numpy as np
 
+from envs.scenario import OBJECTIVE_TERMS
+
 REPAIR_RTOL = 1e-7
 """A repair is reported only above this fraction of its natural scale (a capacity, a limit, 1 for
 fractions), so floating-point dust in a replayed optimal schedule is not reported as a repair."""
 
-REWARD_KEYS = (
-    "training_value_usd",
-    "inference_revenue_usd",
-    "unserved_penalty_usd",
-    "export_revenue_usd",
-    "import_cost_usd",
-    "gen_cost_usd",
-    "degradation_cost_usd",
-    "carbon_cost_usd",
-    "lost_load_usd",
-    "carbon_overrun_usd",
-    "soc_shortfall_usd",
-    "mandatory_miss_usd",
-)
+PENALTY_TERMS = ("lost_load_usd", "carbon_overrun_usd", "soc_shortfall_usd", "mandatory_miss_usd")
+"""The env's penalties for what the MILP cannot do (MODEL.md §7), USD, negative in the reward."""
+REWARD_KEYS = OBJECTIVE_TERMS + PENALTY_TERMS
 """Keys of ``info["reward_terms"]``: signed contributions (costs are negative) summing to the reward."""
 
 

@@ -25,6 +25,19 @@ SERIES_SITE = ("cooling", "renewable_mw", "price_import", "price_export", "carbo
 """Exogenous series of shape (S, T), in JSON order."""
 SERIES_CLASS = ("demand_gpus",)
 """Exogenous series of shape (K, T)."""
+OBJECTIVE_TERMS = (
+    "training_value_usd",
+    "inference_revenue_usd",
+    "unserved_penalty_usd",
+    "export_revenue_usd",
+    "import_cost_usd",
+    "gen_cost_usd",
+    "degradation_cost_usd",
+    "carbon_cost_usd",
+)
+"""The terms of MODEL.md §5's objective, in USD, in the order the env, the oracle's KPIs and the
+evaluation report them (the env's ``info["reward_terms"]`` and the oracle's ``kpis`` use these keys;
+costs enter the objective with a minus sign)."""
 NONNEGATIVE_SERIES = ("cooling", "renewable_mw", "carbon_intensity", "demand_gpus")
 """Series that must be >= 0 (prices may be negative, as in real grid data)."""
 

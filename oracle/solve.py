@@ -37,21 +37,14 @@ import highspy
 import numpy as np
 import pulp
 
-from envs.scenario import OperatingState, Scenario
+from envs.scenario import OBJECTIVE_TERMS, OperatingState, Scenario
 from oracle.model import CONFIGS, Key3, Model, ModelError, build_model
 
 STATUSES = ("optimal", "time_limit", "infeasible", "error")
 
 KPI_KEYS = (
     "benefit_usd",
-    "training_value_usd",
-    "inference_revenue_usd",
-    "unserved_penalty_usd",
-    "export_revenue_usd",
-    "import_cost_usd",
-    "gen_cost_usd",
-    "degradation_cost_usd",
-    "carbon_cost_usd",
+    *OBJECTIVE_TERMS,
     "energy_cost_usd",
     "emissions_t",
     "energy_imported_mwh",
