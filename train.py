@@ -43,6 +43,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--learning-rate", type=float, default=d.learning_rate)
     p.add_argument("--oracle-time-limit", type=float, default=d.oracle_time_limit_s, help="s per solve")
     p.add_argument("--demo-mip-gap", type=float, default=d.demo_mip_gap, help="MIP gap of demonstrations")
+    p.add_argument(
+        "--window-features",
+        action=argparse.BooleanOptionalAction,
+        default=d.window_features,
+        help="start-window features computed from the forecast inside the network (agents/features.py)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     # Testing aid: behave as if interrupted (Ctrl-C) after N fine-tuning steps.
     p.add_argument("--stop-after-steps", type=int, default=None, help=argparse.SUPPRESS)
@@ -74,6 +80,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         learning_rate=args.learning_rate,
         oracle_time_limit_s=args.oracle_time_limit,
         demo_mip_gap=args.demo_mip_gap,
+        window_features=args.window_features,
         progress_bar=not args.no_progress,
         backend=args.backend,
         ray_address=args.ray_address,

@@ -112,8 +112,12 @@ def make_model(
     log_std_init: float = -1.0,
     hyperparams: dict[str, Any] | None = None,
     verbose: int = 0,
+    policy_extra: dict[str, Any] | None = None,
 ) -> BaseAlgorithm:
-    """A fresh SB3 model of ``algo`` with :data:`NET_ARCH` ReLU networks on the flat env (CPU)."""
+    """A fresh SB3 model of ``algo`` with :data:`NET_ARCH` ReLU networks on the flat env (CPU).
+
+    ``policy_extra`` adds policy keyword arguments (e.g. :func:`agents.features.window_features_kwargs`).
+    """
     if algo not in ALGOS:
         raise ValueError(f"algo: choose one of {sorted(ALGOS)} (got {algo!r})")
     params = {**DEFAULT_HYPERPARAMS[algo], **(hyperparams or {})}
@@ -129,6 +133,7 @@ def make_model(
             "activation_fn": th.nn.ReLU,
             "log_std_init": log_std_init,
         }
+    policy_kwargs.update(policy_extra or {})
     return ALGOS[algo](
         "MlpPolicy", env, policy_kwargs=policy_kwargs, seed=seed, device="cpu", verbose=verbose, **params
     )
@@ -600,6 +605,10 @@ class TrainConfig:
     Scenario seeds all come from ``seed`` (:func:`agents.imitation.draw_training_seeds`): the first
     ``eval_scenarios`` are the validation scenarios, the next ``bc_scenarios`` the oracle dataset,
     then ``dagger_scenarios`` per DAgger round; all >= 1000 and mutually disjoint.
+
+    ``window_features``: the networks see the start-window features of
+    :class:`agents.features.WindowFeatures` beside the flat observation (computed inside the model,
+    so the env and the datasets are unchanged).
     """
 
     algo: str = "ppo"
@@ -624,6 +633,7 @@ class TrainConfig:
     learning_rate: float | None = None
     oracle_time_limit_s: float = 60.0
     demo_mip_gap: float = 5e-3
+    window_features: bool = True
     progress_bar: bool = True
     backend: str = "local"
     ray_address: str | None = None
@@ -876,8 +886,18 @@ def train_agent(
             bc_info = json.loads((out / "bc_info.json").read_text())
     else:
         hyper = {"learning_rate": cfg.learning_rate} if cfg.learning_rate is not None else {}
+        extra = None
+        if cfg.window_features:
+            from agents.features import window_features_kwargs
+            from agents.imitation import flat_env
+
+            extra = window_features_kwargs(flat_env(cfg.preset), make_scenario(cfg.preset, 1000).T)
         model = make_model(
-            cfg.algo, make_vec_env(cfg.preset, cfg.n_envs, venv_seed), cfg.seed, hyperparams=hyper
+            cfg.algo,
+            make_vec_env(cfg.preset, cfg.n_envs, venv_seed),
+            cfg.seed,
+            hyperparams=hyper,
+            policy_extra=extra,
         )
         if cfg.bc:
             tick = time.perf_counter()
