@@ -1,8 +1,9 @@
 """Compare controllers on held-out scenarios: ``python evaluate.py`` (see docs/evaluation.md).
 
-With no arguments: oracle, MPC, greedy, carbon_greedy and the trained model ``runs/default/model.zip``
-(if present) on seeds 0-19 of ``paper`` (training only draws seeds >= 1000). Prints the table and
-writes ``results/results.csv``, ``results/results.json`` and PNG plots.
+With no arguments: oracle, MPC, greedy, carbon_greedy and the trained policy of ``runs/default/``
+(``ensemble.json`` if train.py wrote one, else ``model.zip``; if present) on seeds 0-19 of
+``paper`` (training only draws seeds >= 1000). Prints the table and writes ``results/results.csv``,
+``results/results.json`` and PNG plots.
 """
 
 from __future__ import annotations
@@ -18,7 +19,13 @@ from envs import PRESETS
 from oracle.executor import add_backend_args, backend_kwargs
 
 DEFAULT_POLICIES = ("oracle", "mpc", "greedy", "carbon_greedy")
-DEFAULT_MODEL = Path("runs/default/model.zip")
+DEFAULT_RUN = Path("runs/default")
+
+
+def default_model(run: Path = DEFAULT_RUN) -> Path:
+    """The policy train.py deployed in ``run``: its ensemble manifest, else its model zip."""
+    ensemble = run / "ensemble.json"
+    return ensemble if ensemble.exists() else run / "model.zip"
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -41,7 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--model", action="append", default=None, metavar="PATH", help="trained SB3 model (repeatable)"
+        "--model",
+        action="append",
+        default=None,
+        metavar="PATH",
+        help="trained SB3 model .zip or ensemble .json (repeatable)",
     )
     parser.add_argument("--preset", default="paper", choices=sorted(PRESETS))
     parser.add_argument("--seeds", type=parse_seeds, default=list(range(20)), help="e.g. 0-19 or 0,3,5")
@@ -78,10 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     policies = [p.strip() for p in policies if p.strip()]
     models = args.model or []
     if args.model is None and args.policies is None:
-        if DEFAULT_MODEL.exists():
-            models = [str(DEFAULT_MODEL)]
+        model = default_model()
+        if model.exists():
+            models = [str(model)]
         else:
-            print(f"note: no trained model at {DEFAULT_MODEL} (run train.py first); skipping it", file=note)
+            print(f"note: no trained model at {model} (run train.py first); skipping it", file=note)
     policies += [m for m in models if m not in policies]
     noise = args.forecast_noise
     policy_kwargs = {

@@ -49,11 +49,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=d.window_features,
         help="start-window features computed from the forecast inside the network (agents/features.py)",
     )
+    p.add_argument(
+        "--ensemble",
+        type=int,
+        default=d.ensemble,
+        metavar="N",
+        help=f"models in the deployed policy: the main one + N-1 cloned in parallel (default {d.ensemble})",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     # Testing aid: behave as if interrupted (Ctrl-C) after N fine-tuning steps.
     p.add_argument("--stop-after-steps", type=int, default=None, help=argparse.SUPPRESS)
     add_backend_args(p)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.ensemble < 1:
+        p.error(f"--ensemble must be at least 1 (got {args.ensemble})")
+    return args
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -81,6 +91,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         oracle_time_limit_s=args.oracle_time_limit,
         demo_mip_gap=args.demo_mip_gap,
         window_features=args.window_features,
+        ensemble=args.ensemble,
         progress_bar=not args.no_progress,
         backend=args.backend,
         ray_address=args.ray_address,

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from agents.ensemble import model_digest
 from envs.dc_env import CarbonAwareDCEnv
 from envs.dynamics import PENALTY_TERMS
 from envs.presets import make_scenario
@@ -187,21 +188,14 @@ def make_env(preset: str, scenario: Scenario, **env_kwargs: Any) -> CarbonAwareD
 
 def policy_label(spec: str) -> str:
     """The table / key name of a policy spec: the name itself, or ``agent-<stem>`` for a model path
-    (``agent`` for the default ``runs/<run>/model.zip``, ``agent-<run>`` for other runs)."""
+    (``agent`` for the default ``runs/default/model.zip`` or ``runs/default/ensemble.json``,
+    ``agent-<run>`` for other runs)."""
     if spec in ("greedy", "carbon_greedy", "mpc", "oracle"):
         return spec
     path = Path(spec)
-    stem = path.stem if path.stem != "model" else path.parent.name
+    stem = path.stem if path.stem not in ("model", "ensemble") else path.parent.name
     label = "agent" if stem in ("", "default") else f"agent-{stem}"
     return "".join(c if c.isalnum() or c in "._" else "_" for c in label.replace("agent-", "agent_", 1))
-
-
-def _file_digest(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
 
 
 def run_item(item: dict[str, Any]) -> dict[str, Any]:
@@ -251,7 +245,7 @@ def make_items(
     for spec in specs:
         label = policy_label(spec)
         kw = policy_kwargs.get(label, policy_kwargs.get(spec, {}))
-        digest = _file_digest(spec) if Path(spec).is_file() else ""
+        digest = model_digest(spec) if Path(spec).is_file() else ""
         for seed in seeds:
             ident = {
                 "spec": spec,

@@ -17,6 +17,7 @@ and :func:`load_policy`, which puts a trained model behind the Dict env's ``pred
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -36,8 +37,10 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
+from agents.ensemble import EnsembleModel, is_manifest, model_digest, read_manifest, write_manifest
 from agents.imitation import (
     BCConfig,
+    DemoDataset,
     behaviour_clone,
     build_oracle_dataset,
     dagger_round,
@@ -50,6 +53,7 @@ from envs.dc_env import JOB_FEATURES, CarbonAwareDCEnv
 from envs.presets import make_scenario
 from envs.scenario import OperatingState, Scenario
 from envs.wrappers import DEFAULT_REWARD_SCALE, FlatObsActionWrapper, ScaleReward
+from oracle.executor import run_sweep
 
 ALGOS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "sac": SAC, "a2c": A2C}
 NET_ARCH = [256, 256]
@@ -553,7 +557,7 @@ class DictPolicy:
     observation, so a forbidden start becomes a hold exactly as the flat env would make it.
     """
 
-    def __init__(self, model: BaseAlgorithm, env: gym.Env) -> None:
+    def __init__(self, model: Any, env: gym.Env) -> None:
         base = env.unwrapped
         if not isinstance(base, CarbonAwareDCEnv):
             raise TypeError(f"load_policy needs a CarbonAwareDCEnv (got {type(base).__name__})")
@@ -583,13 +587,19 @@ class DictPolicy:
         return project_action(decoded, obs, sc, self.env.state_snapshot(), self.env.forecast()), state
 
 
-def load_model(path: str | Path, env: Any = None) -> BaseAlgorithm:
-    """Load a saved model zip with the right algorithm class (CPU)."""
+def load_model(path: str | Path, env: Any = None) -> Any:
+    """Load a saved model zip with the right algorithm class (CPU), or an ensemble manifest
+    (``.json``, :mod:`agents.ensemble`) as an :class:`~agents.ensemble.EnsembleModel` of its members."""
+    if is_manifest(path):
+        return EnsembleModel([load_model(m, env) for m in read_manifest(path)["members"]])
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no trained model at {path}")
     return ALGOS[algo_of(path)].load(str(path), env=env, device="cpu")
 
 
 def load_policy(path: str | Path, env: gym.Env) -> DictPolicy:
-    """A saved model (``runs/default/model.zip``) as a Dict-env policy with SB3's ``predict``."""
+    """A saved model (``runs/default/model.zip``) or ensemble (``runs/default/ensemble.json``) as a
+    Dict-env policy with SB3's ``predict``."""
     return DictPolicy(load_model(path), env)
 
 
@@ -605,6 +615,12 @@ class TrainConfig:
     Scenario seeds all come from ``seed`` (:func:`agents.imitation.draw_training_seeds`): the first
     ``eval_scenarios`` are the validation scenarios, the next ``bc_scenarios`` the oracle dataset,
     then ``dagger_scenarios`` per DAgger round; all >= 1000 and mutually disjoint.
+
+    ``ensemble``: the number of models in the deployed policy. Besides the main model (BC, DAgger,
+    fine-tuning), ``ensemble - 1`` members are cloned from the final aggregated dataset (oracle
+    demonstrations and DAgger labels) with their own seeds and validation splits, in parallel
+    (:func:`train_ensemble`); ``ensemble.json`` plays the mean of their actions
+    (:mod:`agents.ensemble`). ``1`` = the main model alone.
 
     ``window_features``: the networks see the start-window features of
     :class:`agents.features.WindowFeatures` beside the flat observation (computed inside the model,
@@ -634,6 +650,7 @@ class TrainConfig:
     oracle_time_limit_s: float = 60.0
     demo_mip_gap: float = 5e-3
     window_features: bool = True
+    ensemble: int = 3
     progress_bar: bool = True
     backend: str = "local"
     ray_address: str | None = None
@@ -768,6 +785,112 @@ def run_behaviour_cloning(
     return info
 
 
+def train_member(item: dict[str, Any]) -> dict[str, Any]:
+    """Executor work item: clone one ensemble member from the saved dataset and save it.
+
+    ``item``: ``dataset`` (``.npz``), ``path`` (the member zip to write), ``algo``, ``preset``,
+    ``seed`` (network initialisation, minibatch order and validation split), ``epochs``,
+    ``window_features``, ``ft_log_std``, ``torch_threads``.
+    """
+    set_torch_threads(item["torch_threads"])
+    data = DemoDataset.load(item["dataset"])
+    extra = None
+    if item["window_features"]:
+        from agents.features import window_features_kwargs
+        from agents.imitation import flat_env
+
+        extra = window_features_kwargs(flat_env(item["preset"]), make_scenario(item["preset"], 1000).T)
+    model = make_model(
+        item["algo"], make_vec_env(item["preset"], 1, item["seed"]), item["seed"], policy_extra=extra
+    )
+    hist = behaviour_clone(model.policy, data, BCConfig(epochs=item["epochs"], seed=item["seed"]))
+    set_log_std(model, item["ft_log_std"])
+    model.save(item["path"])
+    return {
+        "path": item["path"],
+        "seed": item["seed"],
+        "rows": len(data),
+        "best_epoch": hist.best_epoch,
+        "val_loss_before": hist.initial_val["loss"],
+        "val_loss_after": hist.final_val["loss"],
+        "start_acc_after": hist.final_val["start_acc"],
+        "bc_wall_s": hist.wall_s,
+    }
+
+
+def train_ensemble(
+    cfg: TrainConfig,
+    out: Path,
+    scenarios: Sequence[Scenario],
+    oracle_usd: Sequence[float],
+    main_model: str | Path,
+) -> dict[str, Any]:
+    """Clone ``cfg.ensemble - 1`` members from ``out/bc_dataset.npz`` in parallel, score every member
+    and the ensemble on the validation scenarios, and write ``out/ensemble.json``.
+
+    Member ``m`` uses seed ``cfg.seed + m`` (initialisation, minibatch order, validation split), so
+    members differ from each other and from the main model. Finished members are kept as JSON
+    records in ``out/ensemble/items`` and not trained again by ``--resume``.
+    """
+    ens_dir = out / "ensemble"
+    ens_dir.mkdir(exist_ok=True)
+    dataset = out / "bc_dataset.npz"
+    items = [
+        {
+            "dataset": str(dataset),
+            "path": str(ens_dir / f"member_{m}.zip"),
+            "algo": cfg.algo,
+            "preset": cfg.preset,
+            "seed": cfg.seed + m,
+            "epochs": cfg.bc_epochs,
+            "window_features": cfg.window_features,
+            "ft_log_std": cfg.ft_log_std,
+            "torch_threads": cfg.torch_threads,
+        }
+        for m in range(1, cfg.ensemble)
+    ]
+    # A finished member is reused (``--resume``) only if it was cloned from this very dataset with
+    # these settings: the key carries their hash.
+    data_digest = model_digest(dataset)
+    for m, item in enumerate(items, start=1):
+        ident = json.dumps({**item, "dataset_digest": data_digest}, sort_keys=True).encode()
+        item["key"] = f"member_{m}-{hashlib.sha256(ident).hexdigest()[:12]}"
+    tick = time.perf_counter()
+    results = run_sweep(
+        train_member,
+        items,
+        out_dir=ens_dir / "items",
+        progress=cfg.progress_bar,
+        desc="ensemble members",
+        **cfg.sweep_kwargs(),
+    )
+    failed = [r for r in results if r.status != "ok" or not Path(r.result["path"]).is_file()]
+    if failed:
+        raise RuntimeError(
+            "ensemble: member training failed: " + "; ".join(f"{r.key}: {r.status} {r.error}" for r in failed)
+        )
+    wall = time.perf_counter() - tick
+    members = [Path(main_model)] + [Path(r.result["path"]) for r in results]
+    models = [load_model(m) for m in members]
+    scores = [evaluate_vs_oracle(m, scenarios, oracle_usd, cfg.preset)["pct_of_oracle"] for m in models]
+    ens = evaluate_vs_oracle(EnsembleModel(models), scenarios, oracle_usd, cfg.preset)
+    info = {
+        "validation": {
+            "scenarios": len(scenarios),
+            "ensemble_pct_of_oracle": ens["pct_of_oracle"],
+            "member_pct_of_oracle": dict(zip([m.name for m in members], scores, strict=True)),
+        },
+        "members_info": [r.result for r in results],
+        "members_wall_s": wall,
+    }
+    write_manifest(out / "ensemble.json", members, info)
+    _log(
+        f"ensemble of {len(members)}: {ens['pct_of_oracle']:.1f} % of the oracle on validation "
+        f"(members {', '.join(f'{s:.1f}' for s in scores)}); members cloned in {wall:.0f} s"
+    )
+    return info
+
+
 def plot_learning_curve(path: Path, bc_info: dict[str, Any] | None, history: list[dict[str, Any]]) -> None:
     """Two panels: BC losses per epoch (all rounds), validation % of oracle per training step."""
     import matplotlib
@@ -827,6 +950,9 @@ def train_agent(
         record["resumed"] = [*record.get("resumed", []), time.strftime("%Y-%m-%dT%H:%M:%S")]
     else:
         record = {}
+    if cfg.ensemble > 1 and not cfg.bc:
+        _log(f"--ensemble {cfg.ensemble} needs the oracle dataset of --bc: deploying the single model")
+        cfg = replace(cfg, ensemble=1)
     plan = cfg.seed_plan()
     record.update(
         {
@@ -950,6 +1076,16 @@ def train_agent(
         if evaluator.history[-1]["timesteps"] != model.num_timesteps:
             evaluator.evaluate(model, model.num_timesteps)
     timings["finetune_s"] = time.perf_counter() - tick + record.get("timings_s", {}).get("finetune_s", 0.0)
+    ensemble_info = None
+    (out / "ensemble.json").unlink(missing_ok=True)  # never leave an earlier run's ensemble deployed
+    if cfg.ensemble > 1:
+        if not (out / "bc_dataset.npz").exists():
+            raise FileNotFoundError(
+                f"ensemble: no oracle dataset at {out / 'bc_dataset.npz'} to clone members from"
+            )
+        tick = time.perf_counter()
+        ensemble_info = train_ensemble(cfg, out, scenarios, oracle_usd, out / "model.zip")
+        timings["ensemble_s"] = time.perf_counter() - tick
     plot_learning_curve(out / "learning_curve.png", bc_info, evaluator.history)
     best_row = max(evaluator.history, key=lambda h: h["pct_of_oracle"])
     summary = {
@@ -970,10 +1106,15 @@ def train_agent(
             "loss_before": bc_info["rounds"][0]["initial_val"],
             "loss_after": bc_info["rounds"][-1]["final_val"],
         }
+    if ensemble_info is not None:
+        summary["ensemble"] = ensemble_info["validation"]
+        summary["deployed"] = str(out / "ensemble.json")
+    else:
+        summary["deployed"] = str(out / "model.zip")
     record["summary"] = summary
     _write_json(cfg_path, record)
     _log(
-        f"done: best {summary['best_validation_pct_of_oracle']:.1f} % of oracle on validation "
-        f"({summary['best_from']}); model {out / 'model.zip'}"
+        f"done: best single model {summary['best_validation_pct_of_oracle']:.1f} % of oracle on validation "
+        f"({summary['best_from']}); deployed policy {summary['deployed']}"
     )
     return record

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from agents.ensemble import read_manifest
 from agents.sb3 import (
     ALGOS,
     DictPolicy,
@@ -142,6 +143,19 @@ def test_train_smoke_then_resume(tmp_path) -> None:
     env = CarbonAwareDCEnv(preset="paper")
     assert np.isfinite(run_episode(load_policy(out / "model.zip", env), env, seed=0))
 
+    # The default ensemble: the main model plus two members cloned from the saved dataset.
+    assert record["config"]["ensemble"] == 3
+    manifest = read_manifest(out / "ensemble.json")
+    assert [Path(m).name for m in manifest["members"]] == ["model.zip", "member_1.zip", "member_2.zip"]
+    assert [m["seed"] for m in manifest["members_info"]] == [1, 2]
+    assert record["summary"]["deployed"].endswith("ensemble.json")
+    assert set(record["summary"]["ensemble"]["member_pct_of_oracle"]) == {
+        "model.zip",
+        "member_1.zip",
+        "member_2.zip",
+    }
+    assert np.isfinite(run_episode(load_policy(out / "ensemble.json", env), env, seed=0))
+
 
 @pytest.mark.slow
 def test_train_without_bc_a2c(tmp_path) -> None:
@@ -150,6 +164,9 @@ def test_train_without_bc_a2c(tmp_path) -> None:
     assert res.returncode == 0, res.stderr[-3000:]
     record = json.loads((out / "config.json").read_text())
     assert record["seeds"]["bc"] == [] and "bc" not in record["summary"]
+    # No oracle dataset to clone ensemble members from: the single model is deployed.
+    assert record["config"]["ensemble"] == 1 and not (out / "ensemble.json").exists()
+    assert record["summary"]["deployed"].endswith("model.zip")
     assert algo_of(out / "model.zip") == "a2c"
 
 
