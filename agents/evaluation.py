@@ -198,6 +198,22 @@ def policy_label(spec: str) -> str:
     return "".join(c if c.isalnum() or c in "._" else "_" for c in label.replace("agent-", "agent_", 1))
 
 
+def policy_labels(specs: Sequence[str]) -> dict[str, str]:
+    """:func:`policy_label` of every spec, made unique: specs that would share a label (the
+    ``model.zip`` and ``ensemble.json`` of one run) get their file stem appended
+    (``agent_base_model``, ``agent_base_ensemble``)."""
+    labels = {spec: policy_label(spec) for spec in dict.fromkeys(specs)}
+    counts: dict[str, int] = {}
+    for label in labels.values():
+        counts[label] = counts.get(label, 0) + 1
+    for spec, label in labels.items():
+        if counts[label] > 1:
+            labels[spec] = f"{label}_{Path(spec).stem}"
+    if len(set(labels.values())) < len(labels):
+        raise ValueError(f"policies: two specs share a name after disambiguation: {sorted(labels)}")
+    return labels
+
+
 def run_item(item: dict[str, Any]) -> dict[str, Any]:
     """One sweep item: build the scenario and env, play the policy, return the episode's metrics.
 
@@ -242,8 +258,9 @@ def make_items(
     policy_kwargs = policy_kwargs or {}
     env_kwargs = env_kwargs or {}
     items = []
+    labels = policy_labels(specs)
     for spec in specs:
-        label = policy_label(spec)
+        label = labels[spec]
         kw = policy_kwargs.get(label, policy_kwargs.get(spec, {}))
         digest = model_digest(spec) if Path(spec).is_file() else ""
         for seed in seeds:
@@ -422,8 +439,9 @@ def evaluate(
     """
     from oracle.executor import run_sweep
 
-    wanted = [policy_label(p) for p in policies]
     specs = list(dict.fromkeys([REFERENCE, BASELINE, *policies]))
+    labels = policy_labels(specs)
+    wanted = list(dict.fromkeys(labels[p] for p in policies))
     seeds = [int(s) for s in seeds]
     items = make_items(specs, preset, seeds, policy_kwargs, env_kwargs)
     cache = None
@@ -467,7 +485,7 @@ def evaluate(
         "preset": preset,
         "seeds": seeds,
         "policies": wanted,
-        "specs": {policy_label(s): s for s in specs},
+        "specs": {labels[s]: s for s in specs},
         "policy_kwargs": policy_kwargs or {},
         "env_kwargs": env_kwargs or {},
         "bootstrap_seed": BOOTSTRAP_SEED,

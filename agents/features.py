@@ -5,7 +5,9 @@ appends, for every job slot and site, how the current start period compares with
 period still open in the forecast (the job's start window: released, within its slack, the run
 inside the forecast horizon). For each of the import price and the carbon intensity series it
 gives the mean over the job's run if started now, minus the lowest such mean over the open start
-offsets, and the offset of that lowest mean (in periods / T). Jobs not waiting get zeros.
+offsets, and the offset of that lowest mean (in periods / T); with ``levels`` (the default of
+:func:`window_features_kwargs`) also the mean itself if started now, the level that, beside the
+job's value per GPU-hour, says whether the job is worth running at all. Jobs not waiting get zeros.
 
 The behaviour-cloned policy has to learn "start now or later" from 24-period forecasts by itself;
 these are the numbers a scheduler would compute first.
@@ -40,7 +42,8 @@ def flat_offsets(obs_keys: list[str], S: int, K: int, slots: int, H1: int) -> di
 
 
 class WindowFeatures(BaseFeaturesExtractor):
-    """Flat observation + ``slots * S * 2 * len(SERIES)`` start-window features (see module doc)."""
+    """Flat observation + ``slots * S * (3 if levels else 2) * len(SERIES)`` start-window features
+    (see module doc). ``levels=False`` is the layout of models saved before the levels were added."""
 
     def __init__(
         self,
@@ -51,14 +54,16 @@ class WindowFeatures(BaseFeaturesExtractor):
         slots: int,
         H1: int,
         T: int,
+        levels: bool = False,
     ) -> None:
-        n_feat = slots * S * 2 * len(SERIES)
+        n_feat = slots * S * (3 if levels else 2) * len(SERIES)
         obs_dim = int(observation_space.shape[0])
         super().__init__(observation_space, obs_dim + n_feat)
         self.offsets = flat_offsets(list(obs_keys), S, K, slots, H1)
         if self.offsets["_total"] != obs_dim:
             raise ValueError(f"layout adds up to {self.offsets['_total']}, observation has {obs_dim}")
         self.S, self.slots, self.H1, self.T = S, slots, H1, T
+        self.levels = bool(levels)
         self.width = len(JOB_FEATURES) + S
 
     def forward(self, obs: th.Tensor) -> th.Tensor:
@@ -89,6 +94,8 @@ class WindowFeatures(BaseFeaturesExtractor):
             ok = (waiting & open_.any(dim=2))[:, None, :]
             feats.append(th.where(ok, DIFF_SCALE * (now - best), th.zeros_like(now)))
             feats.append(th.where(ok, arg.to(obs.dtype) / T, th.zeros_like(now)))
+            if self.levels:
+                feats.append(th.where(ok, now, th.zeros_like(now)))
         return th.cat([obs, *(f.reshape(B, -1) for f in feats)], dim=1)
 
 
@@ -104,5 +111,6 @@ def window_features_kwargs(flat_env: Any, T: int) -> dict[str, Any]:
             "slots": int(flat_env.n_slots),
             "H1": H1,
             "T": int(T),
+            "levels": True,
         },
     }

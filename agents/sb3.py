@@ -650,7 +650,7 @@ class TrainConfig:
     oracle_time_limit_s: float = 60.0
     demo_mip_gap: float = 5e-3
     window_features: bool = True
-    ensemble: int = 3
+    ensemble: int = 5
     progress_bar: bool = True
     backend: str = "local"
     ray_address: str | None = None
@@ -790,20 +790,29 @@ def train_member(item: dict[str, Any]) -> dict[str, Any]:
 
     ``item``: ``dataset`` (``.npz``), ``path`` (the member zip to write), ``algo``, ``preset``,
     ``seed`` (network initialisation, minibatch order and validation split), ``epochs``,
-    ``window_features``, ``ft_log_std``, ``torch_threads``.
+    ``window_features``, ``ft_log_std``, ``torch_threads``. Optional: ``init`` (a model zip to
+    continue from instead of a fresh network, e.g. after a DAgger round), ``lr``, ``patience``
+    (``None`` = all epochs) and ``val_seeds`` (fixed validation scenarios), as in :class:`BCConfig`.
     """
     set_torch_threads(item["torch_threads"])
     data = DemoDataset.load(item["dataset"])
-    extra = None
-    if item["window_features"]:
-        from agents.features import window_features_kwargs
-        from agents.imitation import flat_env
+    if item.get("init"):
+        model = load_model(item["init"])
+    else:
+        extra = None
+        if item["window_features"]:
+            from agents.features import window_features_kwargs
+            from agents.imitation import flat_env
 
-        extra = window_features_kwargs(flat_env(item["preset"]), make_scenario(item["preset"], 1000).T)
-    model = make_model(
-        item["algo"], make_vec_env(item["preset"], 1, item["seed"]), item["seed"], policy_extra=extra
-    )
-    hist = behaviour_clone(model.policy, data, BCConfig(epochs=item["epochs"], seed=item["seed"]))
+            extra = window_features_kwargs(flat_env(item["preset"]), make_scenario(item["preset"], 1000).T)
+        model = make_model(
+            item["algo"], make_vec_env(item["preset"], 1, item["seed"]), item["seed"], policy_extra=extra
+        )
+    bc_cfg = BCConfig(epochs=item["epochs"], seed=item["seed"])
+    for key in ("lr", "patience", "val_seeds"):
+        if key in item:
+            bc_cfg = replace(bc_cfg, **{key: item[key]})
+    hist = behaviour_clone(model.policy, data, bc_cfg)
     set_log_std(model, item["ft_log_std"])
     model.save(item["path"])
     return {

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from agents.ensemble import EnsembleModel, model_digest, read_manifest, write_manifest
-from agents.evaluation import policy_label
+from agents.evaluation import policy_label, policy_labels
 from agents.sb3 import load_model, load_policy, make_model, make_vec_env
 from envs.dc_env import CarbonAwareDCEnv
 from envs.wrappers import FlatObsActionWrapper
@@ -121,3 +121,5 @@ def test_digest_and_label_of_a_manifest(two_models: Path, tmp_path: Path) -> Non
     assert policy_label(str(copy / "ensemble.json")) == "agent"
     assert policy_label("runs/exp/ensemble.json") == "agent_exp"
     assert policy_label("runs/exp/model.zip") == "agent_exp"
+    both = policy_labels(["oracle", "runs/exp/model.zip", "runs/exp/ensemble.json", "runs/other/model.zip"])
+    assert list(both.values()) == ["oracle", "agent_exp_model", "agent_exp_ensemble", "agent_other"]

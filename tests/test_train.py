@@ -143,17 +143,14 @@ def test_train_smoke_then_resume(tmp_path) -> None:
     env = CarbonAwareDCEnv(preset="paper")
     assert np.isfinite(run_episode(load_policy(out / "model.zip", env), env, seed=0))
 
-    # The default ensemble: the main model plus two members cloned from the saved dataset.
-    assert record["config"]["ensemble"] == 3
+    # The default ensemble: the main model plus four members cloned from the saved dataset.
+    assert record["config"]["ensemble"] == 5
     manifest = read_manifest(out / "ensemble.json")
-    assert [Path(m).name for m in manifest["members"]] == ["model.zip", "member_1.zip", "member_2.zip"]
-    assert [m["seed"] for m in manifest["members_info"]] == [1, 2]
+    names = ["model.zip", *(f"member_{m}.zip" for m in range(1, 5))]
+    assert [Path(m).name for m in manifest["members"]] == names
+    assert [m["seed"] for m in manifest["members_info"]] == [1, 2, 3, 4]
     assert record["summary"]["deployed"].endswith("ensemble.json")
-    assert set(record["summary"]["ensemble"]["member_pct_of_oracle"]) == {
-        "model.zip",
-        "member_1.zip",
-        "member_2.zip",
-    }
+    assert list(record["summary"]["ensemble"]["member_pct_of_oracle"]) == names
     assert np.isfinite(run_episode(load_policy(out / "ensemble.json", env), env, seed=0))
 
 
