@@ -199,18 +199,29 @@ def policy_label(spec: str) -> str:
 
 
 def policy_labels(specs: Sequence[str]) -> dict[str, str]:
-    """:func:`policy_label` of every spec, made unique: specs that would share a label (the
-    ``model.zip`` and ``ensemble.json`` of one run) get their file stem appended
-    (``agent_base_model``, ``agent_base_ensemble``)."""
-    labels = {spec: policy_label(spec) for spec in dict.fromkeys(specs)}
-    counts: dict[str, int] = {}
-    for label in labels.values():
-        counts[label] = counts.get(label, 0) + 1
-    for spec, label in labels.items():
-        if counts[label] > 1:
-            labels[spec] = f"{label}_{Path(spec).stem}"
+    """:func:`policy_label` of every spec, made unique: model paths that would share a label (the
+    ``model.zip`` and ``ensemble.json`` of one run, or ``member_1.zip`` of two runs) are named by as
+    many trailing path parts as it takes (``agent_base_model`` / ``agent_base_ensemble``,
+    ``agent_base_ensemble_member_1`` / ``agent_lv_ensemble_member_1``)."""
+    specs = list(dict.fromkeys(specs))
+    labels = {spec: policy_label(spec) for spec in specs}
+
+    def tail(spec: str, k: int) -> str:
+        parts = [*Path(spec).parent.parts, Path(spec).stem][-k:]
+        return "".join(c if c.isalnum() or c in "._" else "_" for c in "agent_" + "_".join(parts))
+
+    for label in set(labels.values()):
+        group = [spec for spec in specs if labels[spec] == label]
+        if len(group) < 2:
+            continue
+        depth = max(len(Path(spec).parts) for spec in group)
+        for k in range(1, depth + 1):
+            named = {spec: tail(spec, k) for spec in group}
+            if len(set(named.values())) == len(group):
+                break
+        labels.update(named)
     if len(set(labels.values())) < len(labels):
-        raise ValueError(f"policies: two specs share a name after disambiguation: {sorted(labels)}")
+        raise ValueError(f"policies: cannot give these specs distinct names: {specs}")
     return labels
 
 

@@ -122,4 +122,6 @@ def test_digest_and_label_of_a_manifest(two_models: Path, tmp_path: Path) -> Non
     assert policy_label("runs/exp/ensemble.json") == "agent_exp"
     assert policy_label("runs/exp/model.zip") == "agent_exp"
     both = policy_labels(["oracle", "runs/exp/model.zip", "runs/exp/ensemble.json", "runs/other/model.zip"])
-    assert list(both.values()) == ["oracle", "agent_exp_model", "agent_exp_ensemble", "agent_other"]
+    assert list(both.values()) == ["oracle", "agent_model", "agent_ensemble", "agent_other"]
+    members = policy_labels(["runs/a/ensemble/member_1.zip", "runs/b/ensemble/member_1.zip", "x/m.zip"])
+    assert list(members.values()) == ["agent_a_ensemble_member_1", "agent_b_ensemble_member_1", "agent_m"]
