@@ -618,8 +618,8 @@ class TrainConfig:
 
     ``ensemble``: the number of models in the deployed policy. Besides the main model (BC, DAgger,
     fine-tuning), ``ensemble - 1`` members are cloned from the final aggregated dataset (oracle
-    demonstrations and DAgger labels) with their own seeds and validation splits, in parallel
-    (:func:`train_ensemble`); ``ensemble.json`` plays the mean of their actions
+    demonstrations and DAgger labels) with their own seeds and validation splits, in parallel on the
+    local cores (:func:`train_ensemble`); ``ensemble.json`` plays the mean of their actions
     (:mod:`agents.ensemble`). ``1`` = the main model alone.
 
     ``window_features``: the networks see the start-window features of
@@ -882,13 +882,16 @@ def train_ensemble(
         ident = json.dumps({**item, "dataset_digest": data_digest}, sort_keys=True).encode()
         item["key"] = f"member_{m}-{hashlib.sha256(ident).hexdigest()[:12]}"
     tick = time.perf_counter()
+    # Always on this machine's cores, also with --backend ray: a member reads the dataset from and
+    # writes its zip to this machine's disk, which a remote Ray node does not share.
     results = run_sweep(
         train_member,
         items,
         out_dir=ens_dir / "items",
         progress=cfg.progress_bar,
         desc="ensemble members",
-        **cfg.sweep_kwargs(),
+        backend="local",
+        max_workers=cfg.workers,
     )
     failed = [r for r in results if r.status != "ok" or not Path(r.result["path"]).is_file()]
     if failed:
