@@ -875,12 +875,19 @@ def train_ensemble(
         }
         for m in range(1, cfg.ensemble)
     ]
-    # A finished member is reused (``--resume``) only if it was cloned from this very dataset with
-    # these settings: the key carries their hash.
+    # A finished member is reused (``--resume``) only if it was cloned from this very dataset (by
+    # content, so a copied or moved run folder still counts) with these settings, and its zip is
+    # still there: the key carries their hash.
     data_digest = model_digest(dataset)
     for m, item in enumerate(items, start=1):
-        ident = json.dumps({**item, "dataset_digest": data_digest}, sort_keys=True).encode()
+        settings = {k: v for k, v in item.items() if k not in ("dataset", "path")}
+        ident = json.dumps({**settings, "member": m, "dataset_digest": data_digest}, sort_keys=True).encode()
         item["key"] = f"member_{m}-{hashlib.sha256(ident).hexdigest()[:12]}"
+        if not Path(item["path"]).is_file():
+            (ens_dir / "items" / f"{item['key']}.json").unlink(missing_ok=True)
+    reused = sum((ens_dir / "items" / f"{item['key']}.json").is_file() for item in items)
+    if reused:
+        _log(f"ensemble: {reused} of {len(items)} members already trained (reused)")
     tick = time.perf_counter()
     # Always on this machine's cores, also with --backend ray: a member reads the dataset from and
     # writes its zip to this machine's disk, which a remote Ray node does not share.
@@ -893,13 +900,13 @@ def train_ensemble(
         backend="local",
         max_workers=cfg.workers,
     )
-    failed = [r for r in results if r.status != "ok" or not Path(r.result["path"]).is_file()]
+    failed = [r for r in results if r.status != "ok"]
     if failed:
         raise RuntimeError(
             "ensemble: member training failed: " + "; ".join(f"{r.key}: {r.status} {r.error}" for r in failed)
         )
     wall = time.perf_counter() - tick
-    members = [Path(main_model)] + [Path(r.result["path"]) for r in results]
+    members = [Path(main_model)] + [Path(item["path"]) for item in items]
     models = [load_model(m) for m in members]
     scores = [evaluate_vs_oracle(m, scenarios, oracle_usd, cfg.preset)["pct_of_oracle"] for m in models]
     ens = evaluate_vs_oracle(EnsembleModel(models), scenarios, oracle_usd, cfg.preset)

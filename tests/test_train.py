@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -152,6 +153,16 @@ def test_train_smoke_then_resume(tmp_path) -> None:
     assert record["summary"]["deployed"].endswith("ensemble.json")
     assert list(record["summary"]["ensemble"]["member_pct_of_oracle"]) == names
     assert np.isfinite(run_episode(load_policy(out / "ensemble.json", env), env, seed=0))
+
+    # A finished run, copied elsewhere and resumed, reuses its members instead of training them again.
+    moved = tmp_path / "moved"
+    shutil.copytree(out, moved)
+    before = {p.name: p.read_bytes() for p in (moved / "ensemble").glob("member_*.zip")}
+    third = _train(moved, "--resume")
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert "4 of 4 members already trained" in third.stdout
+    assert {p.name: p.read_bytes() for p in (moved / "ensemble").glob("member_*.zip")} == before
+    assert read_manifest(moved / "ensemble.json")["members"][1].startswith(str(moved.resolve()))
 
 
 @pytest.mark.slow
