@@ -67,6 +67,12 @@ class WindowFeatures(BaseFeaturesExtractor):
         self.width = len(JOB_FEATURES) + S
 
     def forward(self, obs: th.Tensor) -> th.Tensor:
+        feats = self.window(obs)
+        return th.cat([obs, *(f.reshape(obs.shape[0], -1) for f in feats)], dim=1)
+
+    def window(self, obs: th.Tensor) -> list[th.Tensor]:
+        """The window features as a list of (B, S, slots) tensors (per series: difference, offset,
+        and with ``levels`` the level)."""
         B, S, H1, T = obs.shape[0], self.S, self.H1, self.T
         o = self.offsets["jobs"]
         jobs = obs[:, o : o + self.slots * self.width].reshape(B, self.slots, self.width)
@@ -96,7 +102,7 @@ class WindowFeatures(BaseFeaturesExtractor):
             feats.append(th.where(ok, arg.to(obs.dtype) / T, th.zeros_like(now)))
             if self.levels:
                 feats.append(th.where(ok, now, th.zeros_like(now)))
-        return th.cat([obs, *(f.reshape(B, -1) for f in feats)], dim=1)
+        return feats
 
 
 def window_features_kwargs(flat_env: Any, T: int) -> dict[str, Any]:
