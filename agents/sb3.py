@@ -790,28 +790,21 @@ def train_member(item: dict[str, Any]) -> dict[str, Any]:
 
     ``item``: ``dataset`` (``.npz``), ``path`` (the member zip to write), ``algo``, ``preset``,
     ``seed`` (network initialisation, minibatch order and validation split), ``epochs``,
-    ``window_features``, ``ft_log_std``, ``torch_threads``. Optional: ``init`` (a model zip to
-    continue from instead of a fresh network, e.g. after a DAgger round), ``lr``, ``patience``
-    (``None`` = all epochs) and ``val_seeds`` (fixed validation scenarios), as in :class:`BCConfig`.
+    ``window_features``, ``ft_log_std``, ``torch_threads``, and ``two_stage``: ``None`` (one BC
+    pass over everything) or ``{"epochs", "lr"}`` of the second stage (see below).
     """
     set_torch_threads(item["torch_threads"])
     data = DemoDataset.load(item["dataset"])
-    if item.get("init"):
-        model = load_model(item["init"])
-    else:
-        extra = None
-        if item["window_features"]:
-            from agents.features import window_features_kwargs
-            from agents.imitation import flat_env
+    extra = None
+    if item["window_features"]:
+        from agents.features import window_features_kwargs
+        from agents.imitation import flat_env
 
-            extra = window_features_kwargs(flat_env(item["preset"]), make_scenario(item["preset"], 1000).T)
-        model = make_model(
-            item["algo"], make_vec_env(item["preset"], 1, item["seed"]), item["seed"], policy_extra=extra
-        )
+        extra = window_features_kwargs(flat_env(item["preset"]), make_scenario(item["preset"], 1000).T)
+    model = make_model(
+        item["algo"], make_vec_env(item["preset"], 1, item["seed"]), item["seed"], policy_extra=extra
+    )
     bc_cfg = BCConfig(epochs=item["epochs"], seed=item["seed"])
-    for key in ("lr", "patience", "val_seeds"):
-        if key in item:
-            bc_cfg = replace(bc_cfg, **{key: item[key]})
     if item.get("two_stage"):
         # As the main model learns: clone the oracle's own demonstrations first, then continue on
         # everything (with the DAgger labels) at the small DAgger learning rate.
