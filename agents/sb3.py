@@ -699,6 +699,23 @@ def _write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def policy_features(preset: str, window_features: bool) -> dict[str, Any] | None:
+    """The ``policy_extra`` of :func:`make_model` for ``preset``: the start-window features
+    extractor (:mod:`agents.features`) or ``None`` for the plain MLP."""
+    if not window_features:
+        return None
+    from agents.features import window_features_kwargs
+    from agents.imitation import flat_env
+
+    return window_features_kwargs(flat_env(preset), make_scenario(preset, 1000).T)
+
+
+def dagger_validation_seeds(round_seeds: Sequence[int]) -> list[int]:
+    """The share of a DAgger round's scenarios (the first tenth, at least one) kept for validation
+    when the policy is retrained on the aggregated dataset."""
+    return list(round_seeds[: max(1, len(round_seeds) // 10)])
+
+
 def run_behaviour_cloning(
     model: BaseAlgorithm,
     cfg: TrainConfig,
@@ -763,7 +780,7 @@ def run_behaviour_cloning(
         data.meta["dagger_rounds"] = r
         data.meta.setdefault("dagger", []).append(stats)
         data.save(out / "bc_dataset.npz")
-        val_seeds += list(seeds[: max(1, len(seeds) // 10)])
+        val_seeds += dagger_validation_seeds(seeds)
         round_cfg = replace(
             bc_cfg, epochs=cfg.dagger_epochs, lr=cfg.dagger_lr, patience=None, val_seeds=val_seeds
         )
@@ -795,14 +812,11 @@ def train_member(item: dict[str, Any]) -> dict[str, Any]:
     """
     set_torch_threads(item["torch_threads"])
     data = DemoDataset.load(item["dataset"])
-    extra = None
-    if item["window_features"]:
-        from agents.features import window_features_kwargs
-        from agents.imitation import flat_env
-
-        extra = window_features_kwargs(flat_env(item["preset"]), make_scenario(item["preset"], 1000).T)
     model = make_model(
-        item["algo"], make_vec_env(item["preset"], 1, item["seed"]), item["seed"], policy_extra=extra
+        item["algo"],
+        make_vec_env(item["preset"], 1, item["seed"]),
+        item["seed"],
+        policy_extra=policy_features(item["preset"], item["window_features"]),
     )
     bc_cfg = BCConfig(epochs=item["epochs"], seed=item["seed"])
     if item.get("two_stage"):
@@ -812,8 +826,7 @@ def train_member(item: dict[str, Any]) -> dict[str, Any]:
         hist = behaviour_clone(model.policy, first, bc_cfg)
         val_seeds = list(hist.val_seeds)
         for r in sorted(set(data.round.tolist()) - {0}):
-            seeds = sorted(set(data.seed[data.round == r].tolist()))
-            val_seeds += seeds[: max(1, len(seeds) // 10)]
+            val_seeds += dagger_validation_seeds(sorted(set(data.seed[data.round == r].tolist())))
         two = item["two_stage"]
         bc_cfg = replace(bc_cfg, epochs=two["epochs"], lr=two["lr"], patience=None, val_seeds=val_seeds)
     hist = behaviour_clone(model.policy, data, bc_cfg)
@@ -1041,18 +1054,12 @@ def train_agent(
             bc_info = json.loads((out / "bc_info.json").read_text())
     else:
         hyper = {"learning_rate": cfg.learning_rate} if cfg.learning_rate is not None else {}
-        extra = None
-        if cfg.window_features:
-            from agents.features import window_features_kwargs
-            from agents.imitation import flat_env
-
-            extra = window_features_kwargs(flat_env(cfg.preset), make_scenario(cfg.preset, 1000).T)
         model = make_model(
             cfg.algo,
             make_vec_env(cfg.preset, cfg.n_envs, venv_seed),
             cfg.seed,
             hyperparams=hyper,
-            policy_extra=extra,
+            policy_extra=policy_features(cfg.preset, cfg.window_features),
         )
         if cfg.bc:
             tick = time.perf_counter()
