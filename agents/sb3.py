@@ -420,6 +420,34 @@ def estimated_emissions_t(
     return float(state.emissions_t + (ci * net).sum() * sc.dt_h)
 
 
+def _facility_load_mw(
+    sc: Scenario,
+    state: OperatingState,
+    forecast: dict[str, np.ndarray],
+    start: np.ndarray,
+    served_gpus: np.ndarray,
+    mask: np.ndarray,
+    gpus: np.ndarray,
+    obs: dict[str, np.ndarray],
+) -> np.ndarray:
+    """Each site's facility load this period (S,) MW, as the env will compute it for this action:
+    ``(1 + cooling) * (base IT + running and starting jobs + served_gpus * gpu_mw)``."""
+    t = state.period
+    it = sc.site_array("base_it_mw").copy()
+    for j, s, tau in state.job_starts:
+        if tau <= t < tau + sc.jobs[j].duration:
+            it[s] += sc.job_power_mw[j, s]
+    cap = sc.site_array("gpu_capacity")
+    free = np.rint(np.asarray(obs["free_gpus"], dtype=np.float64) * np.where(cap > 0, cap, 1.0))
+    for j in np.flatnonzero(start > 0):
+        s = int(start[j]) - 1
+        if j < sc.J and mask[j, s + 1] and gpus[j] <= free[s]:  # placed as the env places them
+            free[s] -= gpus[j]
+            it[s] += sc.job_power_mw[j, s]
+    it += served_gpus * sc.gpu_mw
+    return (1.0 + forecast["cooling"][:, 0]) * it
+
+
 def project_action(
     action: dict[str, np.ndarray],
     obs: dict[str, np.ndarray],
@@ -440,7 +468,13 @@ def project_action(
       1,000 USD per ton above the budget, far more than any job is worth per ton.
     - **terminal state of charge**: the env charges 1,000 USD per MWh below the initial SoC at the
       end; discharging is limited (and charging forced) so that the initial SoC stays reachable
-      charging at ``TERMINAL_SOC_MARGIN`` of full power in the periods left.
+      charging at ``TERMINAL_SOC_MARGIN`` of full power in the periods left; in the last period
+      the battery is brought to exactly its initial SoC (more is worth nothing at the end, the
+      objective has no terminal value: the excess is discharged instead of being bought);
+    - **no energy sold below its cost** (with ``state`` and ``forecast``): at a site whose export
+      price is below its import price, the generator and then the battery discharge are cut to the
+      period's own deficit (facility load of this action + charging - renewables): beyond it their
+      energy would be exported below what it cost.
 
     Oracle routes pass unchanged; the oracle sometimes plans to recharge at full power in the last
     periods, which the guard (counting on ``TERMINAL_SOC_MARGIN`` of it) pre-empts by charging a
@@ -500,7 +534,11 @@ def project_action(
     site = sc.site_array
     cap_mwh, c_lim, d_lim = site("capacity_mwh"), site("charge_mw"), site("discharge_mw")
     eta_c, eta_d, dt = site("eta_charge"), site("eta_discharge"), sc.dt_h
-    soc = np.asarray(obs["soc"], dtype=np.float64) * cap_mwh
+    soc = (
+        np.asarray(state.soc_mwh, dtype=np.float64)
+        if state is not None
+        else np.asarray(obs["soc"], dtype=np.float64) * cap_mwh
+    )
     floor = np.array([x.soc_init_mwh for x in sc.sites]) - TERMINAL_SOC_MARGIN * left * c_lim * eta_c * dt
     for s in range(S):
         if cap_mwh[s] <= 0:
@@ -513,8 +551,28 @@ def project_action(
                 b = -min(-need * eta_d[s] / d_lim[s], 1.0) if d_lim[s] > 0 else 0.0
             else:
                 b = min(need / (eta_c[s] * c_lim[s]), 1.0) if c_lim[s] > 0 else 0.0
+        elif left == 0 and after > floor[s] + 1e-6:
+            spare = (soc[s] - floor[s] - 1e-6) / dt  # MW that would bring the SoC to the target
+            if spare >= 0:
+                b = -min(spare * eta_d[s] / d_lim[s], 1.0) if d_lim[s] > 0 else 0.0
+            else:
+                b = min(-spare / (eta_c[s] * c_lim[s]), 1.0) if c_lim[s] > 0 else 0.0
         battery[s] = b
-    return {**action, "start": start, "route": route, "battery": battery}
+    generator = np.array(action["generator"], dtype=np.float64)
+    if state is not None and forecast is not None:
+        load = _facility_load_mw(sc, state, forecast, start, serve.sum(axis=0), mask, gpus, obs)
+        deficit = load + np.maximum(battery, 0.0) * c_lim - forecast["renewable_mw"][:, 0]
+        gen_cap = site("gen_capacity_mw")
+        dear = forecast["price_export"][:, 0] < forecast["price_import"][:, 0]
+        for s in np.flatnonzero(dear):
+            discharge = max(-battery[s], 0.0) * d_lim[s]
+            gen = float(np.clip(generator[s], 0.0, 1.0)) * gen_cap[s]
+            if gen > 0:
+                gen = min(gen, max(deficit[s] - discharge, 0.0))
+                generator[s] = gen / gen_cap[s]
+            if discharge > 0:
+                battery[s] = -min(discharge, max(deficit[s] - gen, 0.0)) / d_lim[s]
+    return {**action, "start": start, "route": route, "battery": battery, "generator": generator}
 
 
 class SafeFlatWrapper(FlatObsActionWrapper):

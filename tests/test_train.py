@@ -186,15 +186,52 @@ def test_safety_layer_barely_changes_the_oracle() -> None:
     sched = solve(make_scenario("paper", 1005), "joint", threads=1)
     env = CarbonAwareDCEnv(scenario=sched.scenario)
     replay = OracleReplayPolicy(sched)
-    obs, _ = env.reset(seed=0)
-    total, done = 0.0, False
-    while not done:
-        action, _ = replay.predict(obs)
-        safe = project_action(action, obs, env.scenario)
-        np.testing.assert_allclose(safe["route"], action["route"], atol=1e-9)
-        obs, reward, done, _, _ = env.step(safe)
-        total += reward
-    assert total == pytest.approx(sched.objective_usd, rel=1e-2)
+    for full in (False, True):  # without / with the state and forecast (carbon guard, energy rules)
+        obs, _ = env.reset(seed=0)
+        total, done = 0.0, False
+        while not done:
+            action, _ = replay.predict(obs)
+            extra = (env.state_snapshot(), env.forecast()) if full else ()
+            safe = project_action(action, obs, env.scenario, *extra)
+            np.testing.assert_allclose(safe["route"], action["route"], atol=1e-9)
+            np.testing.assert_array_equal(safe["start"], action["start"])
+            obs, reward, done, _, _ = env.step(safe)
+            total += reward
+        assert total == pytest.approx(sched.objective_usd, rel=1e-2)
+
+
+def test_energy_rules_sell_nothing_below_cost_and_end_at_the_initial_soc() -> None:
+    """Generator and battery flat out, and batteries charging in the last period: the layer cuts
+    both to each site's own deficit (no export beyond a renewable surplus) and ends the day exactly
+    at the initial SoC."""
+    env = CarbonAwareDCEnv(preset="paper")
+    for seed in range(2):
+        obs, info = env.reset(seed=seed)
+        sc = env.scenario
+        done, t, cut = False, 0, 0.0
+        while not done:
+            start = np.array([int(np.flatnonzero(row)[-1]) for row in info["action_mask"]], dtype=np.int64)
+            action = {
+                "start": start,
+                "route": np.ones((sc.K, sc.S)),
+                "battery": np.ones(sc.S) if t == sc.T - 1 else -np.ones(sc.S),
+                "generator": np.ones(sc.S),
+            }
+            fc = env.forecast()
+            safe = project_action(action, obs, sc, env.state_snapshot(), fc)
+            raw = project_action(action, obs, sc)  # routing and SoC rules only
+            cut += float(np.sum(safe["generator"] < raw["generator"] - 1e-9))
+            obs, _, done, _, info = env.step(safe)
+            f = info["flows"]
+            for s in range(sc.S):
+                if fc["price_export"][s, 0] < fc["price_import"][s, 0]:
+                    surplus = max(fc["renewable_mw"][s, 0] - f["load_mw"][s] - f["charge_mw"][s], 0.0)
+                    assert f["grid_export_mw"][s] <= surplus + 1e-6, (seed, t, s)
+            assert info["reward_terms"]["soc_shortfall_usd"] == 0.0
+            t += 1
+        assert cut > 0  # the rule did act: a 4 MW generator exceeds the small site's load at night
+        init = np.array([x.soc_init_mwh for x in sc.sites])
+        np.testing.assert_allclose(env.state_snapshot().soc_mwh, init, atol=1e-4)
 
 
 def test_safety_layer_prevents_overflow_and_terminal_shortfall() -> None:
