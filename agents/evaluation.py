@@ -257,6 +257,22 @@ def _finite(x: float) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
+CODE_PACKAGES = ("envs", "oracle", "agents")
+"""Packages whose source a cached evaluation result depends on (see :func:`code_digest`)."""
+
+
+def code_digest() -> str:
+    """A hash of the Python source of :data:`CODE_PACKAGES`: a cached result computed by other
+    code (a changed safety layer, env or oracle) is stale even if the model file is the same."""
+    root = Path(__file__).resolve().parent.parent
+    h = hashlib.sha256()
+    for pkg in CODE_PACKAGES:
+        for path in sorted((root / pkg).glob("*.py")):
+            h.update(path.name.encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def make_items(
     specs: Sequence[str],
     preset: str,
@@ -265,8 +281,10 @@ def make_items(
     env_kwargs: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """The sweep items, one per (policy, seed), keyed ``policy-preset-seed``. Each carries a
-    ``fingerprint`` of everything its result depends on (settings, model file contents)."""
+    ``fingerprint`` of everything its result depends on (settings, model file contents, the code:
+    :func:`code_digest`)."""
     policy_kwargs = policy_kwargs or {}
+    code = code_digest()
     env_kwargs = env_kwargs or {}
     items = []
     labels = policy_labels(specs)
@@ -282,6 +300,7 @@ def make_items(
                 "seed": int(seed),
                 "policy_kwargs": kw,
                 "env_kwargs": env_kwargs,
+                "code": code,
             }
             fingerprint = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
             items.append(

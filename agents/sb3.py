@@ -50,6 +50,7 @@ from agents.imitation import (
     versions,
 )
 from envs.dc_env import JOB_FEATURES, CarbonAwareDCEnv
+from envs.dynamics import battery_power, place_starts
 from envs.presets import make_scenario
 from envs.scenario import OperatingState, Scenario
 from envs.wrappers import DEFAULT_REWARD_SCALE, FlatObsActionWrapper, ScaleReward
@@ -461,7 +462,8 @@ def project_action(
 
     - **routing**: inference sent to a site beyond its free GPUs would be cut by the env and go
       unserved (penalised); the overflow of each class is instead moved to its other routes with
-      free GPUs (lowest latency first). Starts are placed first, in slot order, as the env does.
+      free GPUs (lowest latency first). Starts are placed first, in slot order, as the env does;
+      a start the env would ignore (not allowed now, or no room left) becomes a hold.
     - **carbon budget** (with ``state`` and ``forecast``: ``env.state_snapshot()`` and
       ``env.forecast()``): a start whose estimated day's emissions
       (:func:`estimated_emissions_t`) would exceed the budget becomes a hold; the env charges
@@ -474,7 +476,9 @@ def project_action(
     - **no energy sold below its cost** (with ``state`` and ``forecast``): at a site whose export
       price is below its import price, the generator and then the battery discharge are cut to the
       period's own deficit (facility load of this action + charging - renewables): beyond it their
-      energy would be exported below what it cost.
+      energy would be exported below what it cost;
+    - **SoC bounds**: the battery set point is clipped to what the SoC allows, as the env would
+      (so that the env reports no repair for it).
 
     Oracle routes pass unchanged; the oracle sometimes plans to recharge at full power in the last
     periods, which the guard (counting on ``TERMINAL_SOC_MARGIN`` of it) pre-empts by charging a
@@ -491,9 +495,10 @@ def project_action(
     jobs = np.asarray(obs["jobs"], dtype=np.float64)
     free = np.rint(np.asarray(obs["free_gpus"], dtype=np.float64) * np.where(cap > 0, cap, 1.0))
     gpus = np.rint(jobs[:, JOB_FEATURES.index("gpus")] * gpu_scale)
-    for j, choice in enumerate(start):
-        if choice > 0 and mask[j, choice] and gpus[j] <= free[choice - 1]:
-            free[choice - 1] -= gpus[j]
+    _, ignored, free = place_starts(start, mask, gpus, free)
+    if ignored:  # not allowed, or no room after earlier slots: the env would drop them
+        start = start.copy()
+        start[ignored] = 0
     demand = np.rint(np.asarray(obs["demand"], dtype=np.float64)[:, 0] * gpu_scale)
     routes = np.asarray(sc.routes, dtype=bool)
     frac = np.clip(route, 0.0, 1.0) * routes
@@ -572,6 +577,20 @@ def project_action(
                 generator[s] = gen / gen_cap[s]
             if discharge > 0:
                 battery[s] = -min(discharge, max(deficit[s] - gen, 0.0)) / d_lim[s]
+    for s in np.flatnonzero(cap_mwh > 0):  # within the SoC bounds, as the env would clip it
+        x = sc.sites[s]
+        charge, discharge, _ = battery_power(
+            float(battery[s]),
+            soc[s],
+            c_lim[s],
+            d_lim[s],
+            x.soc_min_mwh,
+            x.soc_max_mwh,
+            eta_c[s],
+            eta_d[s],
+            dt,
+        )
+        battery[s] = charge / c_lim[s] if charge > 0 else (-discharge / d_lim[s] if discharge > 0 else 0.0)
     return {**action, "start": start, "route": route, "battery": battery, "generator": generator}
 
 

@@ -108,6 +108,17 @@ def test_evaluate_sweep_caches_and_resumes(tmp_path: Path) -> None:
     assert [r["benefit_usd"] for r in again.rows] == [r["benefit_usd"] for r in report.rows]
 
 
+def test_cached_results_go_stale_when_the_code_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    import agents.evaluation as ev
+
+    before = {i["key"]: i["fingerprint"] for i in ev.make_items(["greedy"], "paper", [0, 1])}
+    assert before == {i["key"]: i["fingerprint"] for i in ev.make_items(["greedy"], "paper", [0, 1])}
+    monkeypatch.setattr(ev, "code_digest", lambda: "another-version")
+    after = {i["key"]: i["fingerprint"] for i in ev.make_items(["greedy"], "paper", [0, 1])}
+    assert after.keys() == before.keys()
+    assert all(after[k] != before[k] for k in before)
+
+
 @pytest.mark.slow
 def test_evaluate_cli_json_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "res"
