@@ -12,35 +12,12 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 
-from agents.evaluation import evaluate, print_table, write_report
+from agents.evaluation import default_model, evaluate, parse_seeds, print_table, write_report
 from envs import PRESETS
 from oracle.executor import add_backend_args, backend_kwargs
 
 DEFAULT_POLICIES = ("oracle", "mpc", "greedy", "carbon_greedy")
-DEFAULT_RUN = Path("runs/default")
-
-
-def default_model(run: Path = DEFAULT_RUN) -> Path:
-    """The policy train.py deployed in ``run``: its ensemble manifest, else its model zip."""
-    ensemble = run / "ensemble.json"
-    return ensemble if ensemble.exists() else run / "model.zip"
-
-
-def parse_seeds(text: str) -> list[int]:
-    """``"0-19"``, ``"0,3,5"`` or a mix (``"0-4,10"``) -> a list of seeds."""
-    seeds: list[int] = []
-    for part in text.split(","):
-        part = part.strip()
-        if "-" in part:
-            lo, hi = part.split("-", 1)
-            seeds.extend(range(int(lo), int(hi) + 1))
-        elif part:
-            seeds.append(int(part))
-    if not seeds or min(seeds) < 0:
-        raise argparse.ArgumentTypeError(f"seeds: need non-negative seeds like 0-19 or 0,3,5 (got {text!r})")
-    return list(dict.fromkeys(seeds))
 
 
 def build_parser() -> argparse.ArgumentParser:

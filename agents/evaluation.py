@@ -19,6 +19,7 @@ mandatory jobs) are reported beside it as ``penalty_usd`` and counted, with the 
 
 from __future__ import annotations
 
+import argparse
 import csv
 import dataclasses
 import hashlib
@@ -181,6 +182,31 @@ def rollout(
 
 
 # ------------------------------------------------------------------------------------------- sweeps
+DEFAULT_RUN = Path("runs/default")
+"""Where ``python train.py`` writes by default."""
+
+
+def default_model(run: Path = DEFAULT_RUN) -> Path:
+    """The policy train.py deployed in ``run``: its ensemble manifest, else its model zip."""
+    ensemble = run / "ensemble.json"
+    return ensemble if ensemble.exists() else run / "model.zip"
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0-19"``, ``"0,3,5"`` or a mix (``"0-4,10"``) -> a list of seeds (for ``--seeds``)."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if "-" in part:
+            lo, hi = part.split("-", 1)
+            seeds.extend(range(int(lo), int(hi) + 1))
+        elif part:
+            seeds.append(int(part))
+    if not seeds or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"seeds: need non-negative seeds like 0-19 or 0,3,5 (got {text!r})")
+    return list(dict.fromkeys(seeds))
+
+
 def make_env(preset: str, scenario: Scenario, **env_kwargs: Any) -> CarbonAwareDCEnv:
     """The Dict env of ``preset`` fixed to ``scenario`` (forecast settings from ``env_kwargs``)."""
     return CarbonAwareDCEnv(scenario=scenario, preset=preset, **env_kwargs)

@@ -7,7 +7,8 @@ energies are ``power * dt_h`` in MWh; money is USD; emissions are tCO2. A site's
 
 The configurations of MODEL.md §6 are flags of this one builder: all but ``energy_only`` are
 transformations of the scenario (:func:`transform_scenario`), and ``energy_only`` fixes the workload
-variables to the carbon-agnostic rule of :mod:`envs.rules`.
+variables to the carbon-agnostic rule of :mod:`envs.rules` (or to a given ``workload``: a policy's
+job starts and served GPUs, for :mod:`agents.diagnose`).
 
 Periods: the model covers ``t0 .. t_end - 1`` where ``t0 = initial_state.period`` (0 by default) and
 ``t_end = min(T, t0 + window)`` (``T`` by default). Variables are keyed by absolute period indices.
@@ -475,6 +476,37 @@ def _check_state(sc: Scenario, state: OperatingState) -> None:
         seen.add(j)
 
 
+def check_workload(sc: Scenario, starts: Sequence[Key3], serve: np.ndarray) -> None:
+    """Raise :class:`ModelError` naming the entry unless ``starts`` are valid starts of ``sc``
+    (eligible site, inside the job's start window, each job at most once) and ``serve`` (K, S, T)
+    is finite, >= 0, zero off the routes and at most the demand of its class and period."""
+    serve = np.asarray(serve, dtype=float)
+    if serve.shape != (sc.K, sc.S, sc.T):
+        expected = (sc.K, sc.S, sc.T)
+        raise ModelError(f"workload: serve has shape {serve.shape}, expected (K, S, T) = {expected}")
+    if not np.isfinite(serve).all() or (serve < 0).any():
+        raise ModelError("workload: serve must be finite and >= 0")
+    if (serve[~np.asarray(sc.routes, dtype=bool)] > 0).any():
+        raise ModelError("workload: serve is positive on a (class, site) pair that is not a route")
+    over = serve.sum(axis=1) - sc.demand_gpus
+    excess = over > 1e-6 * np.maximum(sc.demand_gpus, 1.0)
+    if excess.any():
+        k, t = np.argwhere(excess)[0]
+        raise ModelError(f"workload: serve of class {k} in period {t} is {over[k, t]:.3g} GPUs above demand")
+    seen: set[int] = set()
+    for entry in starts:
+        j, s, t = (int(x) for x in entry)
+        if not (0 <= j < sc.J and 0 <= s < sc.S):
+            raise ModelError(f"workload: start {tuple(entry)} names no job or site (J={sc.J}, S={sc.S})")
+        job = sc.jobs[j]
+        if j in seen or not job.eligible[s] or not job.release <= t <= job.latest_start:
+            raise ModelError(
+                f"workload: start {(j, s, t)} is not a valid start of job {job.name!r} (started twice, "
+                f"ineligible site, or outside periods {job.release}..{job.latest_start})"
+            )
+        seen.add(j)
+
+
 def build_model(
     scenario: Scenario,
     config: str = "joint",
@@ -485,6 +517,7 @@ def build_model(
     objective: str = "benefit",
     relax_budget: bool = False,
     battery_binary: bool = False,
+    workload: tuple[Sequence[Key3], np.ndarray] | None = None,
 ) -> Model:
     """Build the MILP of ``config`` (MODEL.md §6) for ``scenario`` from ``initial_state`` over ``window``.
 
@@ -504,8 +537,15 @@ def build_model(
         objective: ``"benefit"`` (MODEL.md §5) or ``"emissions"`` (minimise E; diagnosis only).
         relax_budget: drop the carbon budget row (the ``energy_only`` overrun fallback).
         battery_binary: model the battery mode with MODEL.md's binary ``b`` (see :func:`add_battery`).
+        workload: ``energy_only`` only: the fixed workload instead of the carbon-agnostic rule's,
+            as ``(starts, serve)``: job starts ``(job, site, period)`` and served GPUs (K, S, T)
+            (checked by :func:`check_workload`).
     """
     sc = transform_scenario(scenario, config)
+    if workload is not None:
+        if config != "energy_only":
+            raise ModelError(f"workload: only the energy_only configuration takes one (config {config!r})")
+        check_workload(sc, *workload)
     state = initial_state if initial_state is not None else sc.initial_state()
     _check_state(sc, state)
     if window is not None and window < 1:
@@ -546,11 +586,11 @@ def build_model(
     if sc.carbon_budget_t is not None and not relax_budget:
         m.budget_remaining_t = float(sc.carbon_budget_t) - float(state.emissions_t)
 
-    workload = None
+    fixed = None
     if m.fixed_workload:
-        starts, serve = greedy_workload(sc)
-        workload = ([(j, s, t) for j, s, t in starts if t0 <= t < t_end and j not in m.started_before], serve)
-    add_variables(m, workload)
+        starts, serve = greedy_workload(sc) if workload is None else workload
+        fixed = ([(j, s, t) for j, s, t in starts if t0 <= t < t_end and j not in m.started_before], serve)
+    add_variables(m, fixed)
     add_job_assignment(m)
     add_inference_balance(m)
     add_gpu_capacity(m)

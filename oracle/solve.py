@@ -733,6 +733,7 @@ def solve(
     *,
     terminal_soc_mwh: Sequence[float] | None = None,
     warm_start: bool = False,
+    workload: tuple[Sequence[tuple[int, int, int]], np.ndarray] | None = None,
 ) -> Schedule:
     """Solve configuration ``config`` (MODEL.md §6) of ``scenario`` and return a :class:`Schedule`.
 
@@ -748,12 +749,19 @@ def solve(
         msg: show the solver log.
         warm_start: pass a rounded LP relaxation as a MIP start (:func:`warm_start_values`; its
             time counts as solve time). Worth it on ``large``; ``paper`` and ``week`` do not need it.
+        workload: ``energy_only`` only: a fixed workload ``(starts, serve)`` instead of the
+            carbon-agnostic rule's (see :func:`oracle.model.build_model`).
     """
     if config not in CONFIGS:
         raise ModelError(f"config: unknown configuration {config!r}; choose one of {list(CONFIGS)}")
     t_start = time.perf_counter()
     times = [0.0, 0.0]  # build, solve (s)
-    options = {"initial_state": initial_state, "window": window, "terminal_soc_mwh": terminal_soc_mwh}
+    options = {
+        "initial_state": initial_state,
+        "window": window,
+        "terminal_soc_mwh": terminal_soc_mwh,
+        "workload": workload,
+    }
 
     def attempt(relax_budget: bool, battery_binary: bool, warm: bool) -> tuple[Model, _Run]:
         tick = time.perf_counter()

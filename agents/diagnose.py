@@ -1,0 +1,212 @@
+"""Where a policy loses against the oracle: the gap split into job choice, routing and energy.
+
+``python -m agents.diagnose --model runs/default/ensemble.json --seeds 0-19`` plays the policy on
+each scenario, then re-solves the day three times with more and more of the policy's own
+decisions fixed (MODEL.md §6, ``oracle.solve``):
+
+1. ``oracle``: nothing fixed (the full-horizon optimum);
+2. ``jobs_fixed``: the policy's job starts fixed (each started job pinned to its site and period,
+   the others worth nothing), routing, batteries and generators free (``joint``);
+3. ``workload_fixed``: also the GPUs the policy served per class, site and period fixed
+   (``energy_only`` with the policy's workload): only batteries, generators and the grid free;
+4. ``policy``: the policy's own benefit.
+
+The differences are the USD per day the policy loses by its **job choice** (1 - 2), its
+**routing** (2 - 3) and its **energy dispatch** (3 - 4); they add up to the whole gap. Each step
+fixes more, so each difference is >= 0 up to the MIP gap (the policy's own decisions are feasible
+in every step); a carbon budget the policy's jobs or workload cannot meet is dropped for that step
+and reported (``carbon_budget_relaxed``), as ``energy_only`` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from envs.dc_env import CarbonAwareDCEnv
+from envs.scenario import Scenario
+
+STEPS = ("oracle", "jobs_fixed", "workload_fixed", "policy")
+"""The four benefits of :func:`gap_breakdown`, from the optimum down to the policy's own."""
+PARTS = {
+    "job_choice": ("oracle", "jobs_fixed"),
+    "routing": ("jobs_fixed", "workload_fixed"),
+    "energy": ("workload_fixed", "policy"),
+}
+"""Each part of the gap as the difference of two steps."""
+
+
+def pinned_jobs(sc: Scenario, starts: Sequence[tuple[int, int, int]]) -> Scenario:
+    """``sc`` with every job in ``starts`` (job, site, period) pinned: released at its start period,
+    due when it finishes, eligible at its site only, mandatory; every other job worth 0 USD and
+    optional, so an optimizer leaves it (it would only cost energy)."""
+    at = {int(j): (int(s), int(t)) for j, s, t in starts}
+    jobs = []
+    for j, job in enumerate(sc.jobs):
+        if j in at:
+            s, t = at[j]
+            eligible = tuple(i == s for i in range(sc.S))
+            jobs.append(
+                dataclasses.replace(
+                    job, release=t, deadline=t + job.duration, eligible=eligible, mandatory=True
+                )
+            )
+        else:
+            jobs.append(dataclasses.replace(job, value_usd=0.0, mandatory=False))
+    return sc.replace(jobs=tuple(jobs))
+
+
+def gap_breakdown(
+    policy: Any,
+    env: CarbonAwareDCEnv,
+    scenario: Scenario,
+    *,
+    seed: int = 0,
+    time_limit_s: float = 60.0,
+    mip_gap: float = 1e-4,
+    threads: int | None = 1,
+) -> dict[str, Any]:
+    """Play ``policy`` (SB3 ``predict``) on ``scenario`` in ``env`` (the env the policy was built
+    for; exact forecasts for a fair split) and split its gap to the oracle (module doc).
+
+    Returns the four benefits of :data:`STEPS` (USD), the parts of :data:`PARTS` (USD, their sum is
+    ``oracle - policy``), the solver statuses, the policy's penalties (not part of the benefit) and
+    ``carbon_budget_relaxed``: the steps re-solved without the carbon budget because the policy's
+    jobs or workload cannot meet it (then that step can exceed the one before).
+    Raises ``RuntimeError`` naming the step when a re-solve finds no schedule.
+    """
+    from agents.evaluation import rollout
+    from oracle.solve import solve
+
+    played = rollout(policy, env, scenario, seed=seed, record=True)
+    starts = list(env.unwrapped.state_snapshot().job_starts)
+    serve = np.stack([np.asarray(f["serve_gpus"], dtype=float) for f in played.trace["flows"]], axis=-1)
+    kw = {"time_limit_s": time_limit_s, "mip_gap": mip_gap, "threads": threads}
+    pinned = pinned_jobs(scenario, starts)
+    solved = {
+        "oracle": solve(scenario, "joint", **kw),
+        "jobs_fixed": solve(pinned, "joint", **kw),
+        "workload_fixed": solve(scenario, "energy_only", workload=(starts, serve), **kw),
+    }
+    relaxed = []
+    if not solved["jobs_fixed"].has_solution and scenario.carbon_budget_t is not None:
+        relaxed.append("jobs_fixed")  # the policy's jobs cannot run within the budget at all
+        solved["jobs_fixed"] = solve(pinned.replace(carbon_budget_t=None), "joint", **kw)
+    if solved["workload_fixed"].carbon_budget_relaxed:
+        relaxed.append("workload_fixed")
+    for step, sched in solved.items():
+        if not sched.has_solution:
+            raise RuntimeError(f"{step}: the re-solve found no schedule ({sched.status}: {sched.diagnosis})")
+    benefit = {step: float(sched.objective_usd) for step, sched in solved.items()}
+    benefit["policy"] = float(played.benefit_usd)
+    return {
+        "benefit_usd": benefit,
+        "parts_usd": {part: benefit[a] - benefit[b] for part, (a, b) in PARTS.items()},
+        "status": {step: sched.status for step, sched in solved.items()},
+        "mip_gap": {step: sched.mip_gap for step, sched in solved.items()},
+        "carbon_budget_relaxed": relaxed,
+        "penalty_usd": float(played.penalty_usd),
+    }
+
+
+def breakdown_item(item: dict[str, Any]) -> dict[str, Any]:
+    """Sweep worker: :func:`gap_breakdown` of ``item["spec"]`` on seed ``item["seed"]`` of
+    ``item["preset"]``."""
+    from agents.baselines import make_policy
+    from agents.evaluation import make_env
+    from envs.presets import make_scenario
+
+    sc = make_scenario(item["preset"], int(item["seed"]))
+    env = make_env(item["preset"], sc)
+    policy = make_policy(item["spec"], env)
+    out = gap_breakdown(policy, env, sc, seed=int(item["seed"]), time_limit_s=float(item["time_limit_s"]))
+    return {"seed": int(item["seed"]), **out}
+
+
+def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Means over scenarios: benefits and parts in USD and in % of the oracle's mean benefit."""
+    oracle = float(np.mean([r["benefit_usd"]["oracle"] for r in rows]))
+    steps = {s: float(np.mean([r["benefit_usd"][s] for r in rows])) for s in STEPS}
+    parts = {p: float(np.mean([r["parts_usd"][p] for r in rows])) for p in PARTS}
+    return {
+        "scenarios": len(rows),
+        "benefit_usd": steps,
+        "pct_of_oracle": {s: 100.0 * v / oracle for s, v in steps.items()},
+        "parts_usd": parts,
+        "parts_points": {p: 100.0 * v / oracle for p, v in parts.items()},
+        "budget_relaxed": sum(bool(r["carbon_budget_relaxed"]) for r in rows),
+    }
+
+
+def format_summary(spec: str, preset: str, summary: dict[str, Any]) -> str:
+    """A plain-text table of :func:`summarize`."""
+    lines = [f"{spec} on {summary['scenarios']} {preset} scenarios: where the gap to the oracle goes", ""]
+    lines.append(f"{'step':<16}{'benefit (USD)':>15}{'% of oracle':>13}")
+    for s in STEPS:
+        lines.append(f"{s:<16}{summary['benefit_usd'][s]:>15,.0f}{summary['pct_of_oracle'][s]:>13.2f}")
+    lines.append("")
+    lines.append(f"{'lost to':<16}{'USD/scenario':>15}{'points':>13}")
+    for p in PARTS:
+        lines.append(f"{p:<16}{summary['parts_usd'][p]:>15,.0f}{summary['parts_points'][p]:>13.2f}")
+    if summary["budget_relaxed"]:
+        lines.append(
+            f"\n(on {summary['budget_relaxed']} scenarios a step was re-solved without the carbon budget: "
+            "the policy's jobs or workload cannot meet it)"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from agents.evaluation import default_model, parse_seeds
+    from envs.presets import PRESETS
+    from oracle.executor import run_sweep
+
+    parser = argparse.ArgumentParser(
+        prog="python -m agents.diagnose",
+        description="Split a policy's gap to the oracle into job choice, routing and energy dispatch.",
+    )
+    parser.add_argument(
+        "--model",
+        default=str(default_model()),
+        help="trained model (.zip / ensemble .json) or a baseline name (default: %(default)s)",
+    )
+    parser.add_argument("--preset", default="paper", choices=sorted(PRESETS))
+    parser.add_argument("--seeds", type=parse_seeds, default=parse_seeds("0-19"), help="e.g. 0-19 or 0,3,5")
+    parser.add_argument("--time-limit", type=float, default=60.0, help="MILP time limit per solve, s")
+    parser.add_argument("--workers", type=int, default=None, help="scenarios at once (default: all cores)")
+    parser.add_argument("--json", action="store_true", help="print the per-scenario rows and summary as JSON")
+    args = parser.parse_args(argv)
+    items = [
+        {
+            "key": f"s{seed}",
+            "spec": args.model,
+            "preset": args.preset,
+            "seed": seed,
+            "time_limit_s": args.time_limit,
+        }
+        for seed in args.seeds
+    ]
+    results = run_sweep(breakdown_item, items, max_workers=args.workers, desc="gap breakdown")
+    failed = [r for r in results if r.status != "ok"]
+    for r in failed:
+        print(f"{r.key}: {r.status}: {r.error}", file=sys.stderr)
+    rows = [r.result for r in results if r.status == "ok"]
+    if not rows:
+        return 1
+    summary = summarize(rows)
+    if args.json:
+        import json
+
+        print(json.dumps({"model": args.model, "preset": args.preset, "rows": rows, "summary": summary}))
+    else:
+        print(format_summary(args.model, args.preset, summary))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,83 @@
+"""The gap breakdown (agents/diagnose.py): pinned jobs, exact parts for the oracle, monotone steps."""
+
+import numpy as np
+import pytest
+
+from agents.diagnose import PARTS, gap_breakdown, pinned_jobs, summarize
+from envs.presets import make_scenario
+from oracle.model import ModelError
+from oracle.solve import solve
+
+
+def test_pinned_jobs_make_the_oracle_start_exactly_those_jobs() -> None:
+    sc = make_scenario("paper", 1007)
+    ref = solve(sc, "joint", threads=1)
+    chosen = sorted(ref.job_start)[:2]  # two of the oracle's own (job, site, period) starts
+    pinned = pinned_jobs(sc, chosen)
+    for j, job in enumerate(pinned.jobs):
+        if j in {c[0] for c in chosen}:
+            _, s, t = next(c for c in chosen if c[0] == j)
+            assert (job.release, job.latest_start, job.mandatory) == (t, t, True)
+            assert job.eligible == tuple(i == s for i in range(sc.S))
+            assert job.value_usd == sc.jobs[j].value_usd
+        else:
+            assert job.value_usd == 0.0 and not job.mandatory
+    sched = solve(pinned, "joint", threads=1)
+    assert sorted(sched.job_start) == chosen
+
+
+def test_the_oracle_itself_loses_nothing_anywhere() -> None:
+    from agents.replay import OracleReplayPolicy
+    from envs.dc_env import CarbonAwareDCEnv
+
+    sc = make_scenario("paper", 1008)
+    out = gap_breakdown(OracleReplayPolicy(solve(sc, "joint", threads=1)), CarbonAwareDCEnv(scenario=sc), sc)
+    tol = 1e-3 * abs(out["benefit_usd"]["oracle"])
+    assert all(abs(v) <= tol for v in out["parts_usd"].values()), out
+    assert out["carbon_budget_relaxed"] == []
+
+
+def test_a_worse_policy_loses_in_steps_that_add_up() -> None:
+    from agents.baselines import make_policy
+    from envs.dc_env import CarbonAwareDCEnv
+
+    sc = make_scenario("paper", 1009).replace(carbon_budget_t=None)  # greedy would break a budget
+    env = CarbonAwareDCEnv(scenario=sc)
+    out = gap_breakdown(make_policy("greedy", env), env, sc)
+    b = out["benefit_usd"]
+    tol = 1e-3 * abs(b["oracle"])
+    assert b["oracle"] >= b["jobs_fixed"] - tol >= b["workload_fixed"] - 2 * tol >= b["policy"] - 3 * tol
+    assert sum(out["parts_usd"].values()) == pytest.approx(b["oracle"] - b["policy"])
+    assert out["parts_usd"]["job_choice"] > 0  # starts every job at once, wherever it fits first
+    summary = summarize([out, out])
+    assert summary["parts_usd"] == pytest.approx(out["parts_usd"])
+    assert sum(summary["parts_points"].values()) == pytest.approx(100 - summary["pct_of_oracle"]["policy"])
+    assert set(summary["parts_usd"]) == set(PARTS)
+
+
+def test_energy_only_workload_is_checked() -> None:
+    sc = make_scenario("paper", 1007)
+    serve = np.zeros((sc.K, sc.S, sc.T))
+    with pytest.raises(ModelError, match="workload"):
+        solve(sc, "joint", workload=([], serve))
+    with pytest.raises(ModelError, match="workload"):
+        solve(sc, "energy_only", workload=([], serve[:, :, :3]))
+    with pytest.raises(ModelError, match="workload"):
+        solve(sc, "energy_only", workload=([(99, 0, 0)], serve))
+
+
+def test_cli_prints_the_split(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from agents.diagnose import main
+
+    assert main(["--model", "carbon_greedy", "--seeds", "3", "--workers", "1", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    (row,) = out["rows"]
+    assert row["seed"] == 3 and out["summary"]["scenarios"] == 1
+    assert sum(row["parts_usd"].values()) == pytest.approx(
+        row["benefit_usd"]["oracle"] - row["benefit_usd"]["policy"]
+    )
+    assert main(["--model", "carbon_greedy", "--seeds", "3", "--workers", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "job_choice" in text and "routing" in text and "energy" in text
