@@ -427,24 +427,17 @@ def _facility_load_mw(
     forecast: dict[str, np.ndarray],
     start: np.ndarray,
     served_gpus: np.ndarray,
-    mask: np.ndarray,
-    gpus: np.ndarray,
-    obs: dict[str, np.ndarray],
 ) -> np.ndarray:
-    """Each site's facility load this period (S,) MW, as the env will compute it for this action:
-    ``(1 + cooling) * (base IT + running and starting jobs + served_gpus * gpu_mw)``."""
+    """Each site's facility load this period (S,) MW, as the env will compute it for this action
+    (``start`` holding only starts the env places): ``(1 + cooling) * (base IT + running and
+    starting jobs + served_gpus * gpu_mw)``."""
     t = state.period
     it = sc.site_array("base_it_mw").copy()
     for j, s, tau in state.job_starts:
         if tau <= t < tau + sc.jobs[j].duration:
             it[s] += sc.job_power_mw[j, s]
-    cap = sc.site_array("gpu_capacity")
-    free = np.rint(np.asarray(obs["free_gpus"], dtype=np.float64) * np.where(cap > 0, cap, 1.0))
-    for j in np.flatnonzero(start > 0):
-        s = int(start[j]) - 1
-        if j < sc.J and mask[j, s + 1] and gpus[j] <= free[s]:  # placed as the env places them
-            free[s] -= gpus[j]
-            it[s] += sc.job_power_mw[j, s]
+    for j in np.flatnonzero(start[: sc.J] > 0):
+        it[int(start[j]) - 1] += sc.job_power_mw[j, int(start[j]) - 1]
     it += served_gpus * sc.gpu_mw
     return (1.0 + forecast["cooling"][:, 0]) * it
 
@@ -565,7 +558,7 @@ def project_action(
         battery[s] = b
     generator = np.array(action["generator"], dtype=np.float64)
     if state is not None and forecast is not None:
-        load = _facility_load_mw(sc, state, forecast, start, serve.sum(axis=0), mask, gpus, obs)
+        load = _facility_load_mw(sc, state, forecast, start, serve.sum(axis=0))
         deficit = load + np.maximum(battery, 0.0) * c_lim - forecast["renewable_mw"][:, 0]
         gen_cap = site("gen_capacity_mw")
         dear = forecast["price_export"][:, 0] < forecast["price_import"][:, 0]
