@@ -771,39 +771,11 @@ class CarbonAwareDCEnv(gym.Env[dict[str, np.ndarray], dict[str, np.ndarray]]):
         return "\n".join(lines) + "\n"
 
     def _render_frame(self) -> np.ndarray:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
+        """The 1280×720 dashboard of :mod:`envs.render` (its figure is built once per scenario)."""
+        from envs.render import FrameRenderer
 
-        hist = self._history
-        T, S = self._T, self.S
-        fig = Figure(figsize=(4 * S, 6), dpi=60)
-        axes = fig.subplots(3, S, squeeze=False)
-        periods = np.arange(len(hist))
-        for s in range(S):
-            ax = axes[0, s]
-            if hist:
-                stack = [
-                    [h["flows"][key][s] for h in hist]
-                    for key in ("renewable_used_mw", "gen_mw", "discharge_mw", "grid_import_mw")
-                ]
-                ax.stackplot(periods, stack, labels=["renewable", "gen", "discharge", "import"], step="post")
-                ax.plot(periods, [h["flows"]["load_mw"][s] for h in hist], "k-", lw=1, label="load")
-            ax.set_xlim(0, T)
-            ax.set_title(f"site {s} power (MW)", fontsize=8)
-            ax = axes[1, s]
-            if hist:
-                ax.plot(periods, [h["flows"]["soc_mwh"][s] for h in hist], "g-")
-            ax.set_ylim(0, max(self._cap_mwh[s], 1.0))
-            ax.set_xlim(0, T)
-            ax.set_title(f"site {s} SoC (MWh)", fontsize=8)
-            ax = axes[2, s]
-            if hist:
-                ax.stackplot(periods, [[h["flows"]["serve_gpus"][k, s] for h in hist] for k in range(self.K)])
-            ax.set_xlim(0, T)
-            ax.set_title(f"site {s} inference GPUs by class", fontsize=8)
-        if hist:
-            axes[0, 0].legend(fontsize=6, loc="upper left")
-        fig.tight_layout()
-        canvas = FigureCanvasAgg(fig)
-        canvas.draw()
-        return np.asarray(canvas.buffer_rgba())[:, :, :3].copy()
+        if getattr(self, "_renderer", None) is None or self._renderer.scenario is not self.scenario:
+            self._renderer = FrameRenderer(self.scenario)
+        return self._renderer.frame(
+            self._history, self._start_period, self._start_site, self._emissions, self._t
+        )
