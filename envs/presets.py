@@ -173,12 +173,49 @@ def draw_scenario(
     )
     cooling = cooling_coefficient(temp)
 
+    demand = draw_demand(rng, hour, K, centre=centre)
+
+    classes = inference_classes(S, K)
+    jobs = draw_jobs(rng, S, T, J)
+
+    sc = Scenario(
+        name=f"{name}-s{seed}",
+        T=T,
+        dt_h=1.0,
+        sites=tuple(paper_site(s) for s in range(S)),
+        jobs=jobs,
+        classes=classes,
+        cooling=cooling,
+        renewable_mw=renewable,
+        price_import=np.round(price_import, 2),
+        price_export=np.round(price_export, 2),
+        carbon_intensity=np.round(carbon, 4),
+        demand_gpus=demand,
+        carbon_price_usd_per_t=CARBON_PRICE_USD_PER_T,
+    )
+    reference = grid_only_emissions_t(sc, *greedy_workload(sc))
+    budget = BUDGET_FACTOR * reference
+    return sc.replace(carbon_budget_t=float(math.floor(budget * 100.0) / 100.0))
+
+
+def draw_demand(rng: np.random.Generator, hour: np.ndarray, K: int, *, centre: bool = False) -> np.ndarray:
+    """(K, T) inference demand, GPUs, at the given hours of day (the presets' generator).
+
+    ``demand[k, t] = max(0, round((7000 + A_k sin(2 pi (h_t - 14 + 3k) / 24)) (1 + e_kt)))`` with
+    amplitude ``A_k = 2000 U(0.8, 1.2)`` (exactly 2000 if ``centre``) and noise ``e ~ N(0, 0.03)``.
+    Pass *local* hours of day (``index.tz_convert(tz).hour``) for demand that follows local time.
+    """
+    hour = np.asarray(hour, dtype=np.float64)
     amplitude = 2000.0 * (np.ones(K) if centre else rng.uniform(0.8, 1.2, K))
     k_idx = np.arange(K, dtype=float)[:, None]
     demand = 7000.0 + amplitude[:, None] * np.sin(2.0 * np.pi * (hour - 14.0 + 3.0 * k_idx) / 24.0)
-    demand = np.round(demand * (1.0 + rng.normal(0.0, 0.03, (K, T))))
-    demand = np.maximum(demand, 0.0)
+    demand = np.round(demand * (1.0 + rng.normal(0.0, 0.03, (K, hour.size))))
+    return np.maximum(demand, 0.0)
 
+
+def inference_classes(S: int, K: int) -> tuple[InferenceClass, ...]:
+    """The presets' K inference classes over S sites: class k originates at site ``k mod S`` (10 ms),
+    the next site is 35 ms away and the others 80 ms; SLO 50 ms; 0.12 / 0.24 USD per GPU-h."""
     classes = []
     for k in range(K):
         origin = k % S
@@ -195,7 +232,18 @@ def draw_scenario(
                 slo_ms=50.0,
             )
         )
+    return tuple(classes)
 
+
+def draw_jobs(rng: np.random.Generator, S: int, T: int, J: int) -> tuple[TrainingJob, ...]:
+    """J training jobs for S sites and a horizon of T >= 13 hourly periods (the presets' generator).
+
+    Each job: duration U{4..12} h, 1000 x U{3..8} GPUs, release U{0..T-duration}, deadline
+    ``min(T, release + duration + U{2..15})``, value 0.15 USD per GPU-h of work, each site eligible
+    with probability 0.8 (at least one). Any horizon works, e.g. ``T=168`` for a week's jobs.
+    """
+    if T < 13:
+        raise ScenarioError(f"T: at least 13 periods so that every job window fits (got {T!r})")
     jobs = []
     for j in range(J):
         duration = int(rng.integers(4, 13))
@@ -216,22 +264,4 @@ def draw_scenario(
                 eligible=tuple(bool(e) for e in eligible),
             )
         )
-
-    sc = Scenario(
-        name=f"{name}-s{seed}",
-        T=T,
-        dt_h=1.0,
-        sites=tuple(paper_site(s) for s in range(S)),
-        jobs=tuple(jobs),
-        classes=tuple(classes),
-        cooling=cooling,
-        renewable_mw=renewable,
-        price_import=np.round(price_import, 2),
-        price_export=np.round(price_export, 2),
-        carbon_intensity=np.round(carbon, 4),
-        demand_gpus=demand,
-        carbon_price_usd_per_t=CARBON_PRICE_USD_PER_T,
-    )
-    reference = grid_only_emissions_t(sc, *greedy_workload(sc))
-    budget = BUDGET_FACTOR * reference
-    return sc.replace(carbon_budget_t=float(math.floor(budget * 100.0) / 100.0))
+    return tuple(jobs)
