@@ -1,28 +1,38 @@
 """Build a scenario's exogenous series from CSV files a user brings, one per site.
 
-The schema, units and defaults are documented in ``docs/data.md``; in short, every file has a
-``timestamp`` column (ISO 8601, UTC) and one row per period with
+The schema, units and defaults are documented in ``docs/data.md``. Every file has a ``timestamp``
+column (ISO 8601; offsets honoured; naive = UTC unless ``tz=`` names the files' local zone) and one
+row per period. The unit is part of the column name and converted explicitly (:data:`HEADERS`):
 
-=============================  ==============  ============================================
-column                         unit            becomes
-=============================  ==============  ============================================
-``price_usd_per_mwh``          USD/MWh         ``price_import`` (as is; negative is legal)
-``export_price_usd_per_mwh``   USD/MWh         ``price_export`` (or ``export_price_factor``)
-``carbon_g_per_kwh``           gCO2/kWh        ``carbon_intensity`` / 1000 -> tCO2/MWh
-``temp_c``                     deg C           ``cooling`` via ``cooling_fn`` (MW per IT MW)
-``solar_cf`` / ``wind_cf``     fraction [0,1]  ``renewable_mw`` = cf x installed MW
-=============================  ==============  ============================================
+=====================================================  ==============================================
+headers (one per quantity)                             becomes
+=====================================================  ==============================================
+``price_usd_per_mwh``                                  ``price_import``, USD/MWh (negative is legal)
+``export_price_usd_per_mwh``                           ``price_export`` (or ``export_price_factor``)
+``carbon_g_per_kwh`` = ``carbon_kg_per_mwh``,          ``carbon_intensity``, tCO2/MWh
+``carbon_lb_per_mwh``, ``carbon_t_per_mwh``
+``temp_c``, ``temp_f``                                 ``cooling`` via ``cooling_fn`` (MW per IT MW)
+``solar_cf`` (or ``ghi_w_per_m2`` [+ ``dni_w_per_m2``  ``renewable_mw`` = cf x installed MW; weather
++ ``dhi_w_per_m2``], or ``cloud_cover[_pct]``)         goes through :mod:`envs.weather` (pvlib)
+``wind_cf`` (or ``wind_ms`` / ``wind_kmh``)            ... (windpowerlib)
+=====================================================  ==============================================
 
-Nothing is clipped, zeroed or dropped: a value outside its domain, an empty or non-numeric cell, an
-unsorted, duplicated or irregular timestamp, or files that disagree on their time range raise
-:class:`~envs.scenario.ScenarioError` naming the file, the column and the data row (1-based, with
-its timestamp). Gaps in the time index are an error unless ``interpolate=True``, which fills them
-linearly and warns (:class:`DataGapWarning`) with the number of values filled.
+Nothing is clipped, zeroed or dropped: a value outside its plausible range (:data:`PLAUSIBLE`,
+overridable per call with ``limits=``), an empty or non-numeric cell, an unsorted, duplicated or
+irregular timestamp, a local time that does not exist or is ambiguous, or files that disagree on
+their time range raise :class:`~envs.scenario.ScenarioError` naming the file, the column and the
+data row (1-based, with its timestamp). Gaps in the time index are an error unless
+``interpolate=True``, which fills them linearly and warns (:class:`DataGapWarning`).
+
+Two steps, so that a long series is read once and cut into many windows (:mod:`envs.sources`):
+:func:`load_site_series` reads, checks, converts and turns weather into power;
+:func:`scenario_from_series` adds hardware and workload. :func:`scenario_from_csv` is both.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -35,6 +45,9 @@ import pandas as pd
 
 from envs.presets import RENEWABLE_TEMPLATES, cooling_coefficient, make_scenario, paper_site
 from envs.scenario import InferenceClass, Scenario, ScenarioError, Site, TrainingJob
+from envs.weather import SiteWeather, solar_cf, wind_cf
+
+LOG = logging.getLogger(__name__)
 
 TIMESTAMP = "timestamp"
 PRICE = "price_usd_per_mwh"
@@ -43,11 +56,58 @@ CARBON = "carbon_g_per_kwh"
 TEMP = "temp_c"
 SOLAR_CF = "solar_cf"
 WIND_CF = "wind_cf"
-NUMERIC_COLUMNS = (PRICE, EXPORT_PRICE, CARBON, TEMP, SOLAR_CF, WIND_CF)
-"""Every numeric column of the schema, in the order they are checked."""
+WIND_SPEED = "wind_ms"
+GHI = "ghi_w_per_m2"
+DNI = "dni_w_per_m2"
+DHI = "dhi_w_per_m2"
+CLOUD = "cloud_cover"
+NUMERIC_COLUMNS = (PRICE, EXPORT_PRICE, CARBON, TEMP, SOLAR_CF, WIND_CF, WIND_SPEED, GHI, DNI, DHI, CLOUD)
+"""Every canonical numeric quantity (header in canonical units), in the order they are checked."""
 
 G_PER_KWH_PER_T_PER_MWH = 1000.0
 """1 tCO2/MWh = 1000 gCO2/kWh, so x gCO2/kWh = x / 1000 tCO2/MWh (1 gCO2/kWh = 0.001 tCO2/MWh)."""
+KG_PER_LB = 0.45359237
+"""The international avoirdupois pound, kg (exact): x lbCO2/MWh = 0.45359237 x kgCO2/MWh = ... gCO2/kWh."""
+
+HEADERS: dict[str, tuple[str, Callable[[np.ndarray], np.ndarray]]] = {
+    PRICE: (PRICE, lambda x: x),
+    EXPORT_PRICE: (EXPORT_PRICE, lambda x: x),
+    "carbon_g_per_kwh": (CARBON, lambda x: x),
+    "carbon_kg_per_mwh": (CARBON, lambda x: x),  # 1 kg/MWh = 1 g/kWh
+    "carbon_lb_per_mwh": (CARBON, lambda x: x * KG_PER_LB),
+    "carbon_t_per_mwh": (CARBON, lambda x: x * G_PER_KWH_PER_T_PER_MWH),
+    "temp_c": (TEMP, lambda x: x),
+    "temp_f": (TEMP, lambda x: (x - 32.0) * 5.0 / 9.0),
+    SOLAR_CF: (SOLAR_CF, lambda x: x),
+    WIND_CF: (WIND_CF, lambda x: x),
+    "wind_ms": (WIND_SPEED, lambda x: x),
+    "wind_m_per_s": (WIND_SPEED, lambda x: x),
+    "wind_kmh": (WIND_SPEED, lambda x: x / 3.6),
+    GHI: (GHI, lambda x: x),
+    DNI: (DNI, lambda x: x),
+    DHI: (DHI, lambda x: x),
+    "cloud_cover": (CLOUD, lambda x: x),  # fraction of the sky, 0..1
+    "cloud_cover_pct": (CLOUD, lambda x: x / 100.0),  # percent (or oktas x 12.5)
+}
+"""Accepted header -> (canonical quantity, conversion to its canonical unit). One header per quantity."""
+
+PLAUSIBLE: dict[str, tuple[float | None, float | None]] = {
+    PRICE: (-1000.0, 20_000.0),  # AEMO's floor is -1000 AUD/MWh, its cap about 17,500 AUD/MWh
+    EXPORT_PRICE: (-1000.0, 20_000.0),
+    CARBON: (0.0, 1500.0),  # gCO2/kWh; lignite plants emit about 1,100-1,200, a grid mix less
+    TEMP: (-60.0, 60.0),  # deg C ambient
+    SOLAR_CF: (0.0, 1.0),
+    WIND_CF: (0.0, 1.0),
+    WIND_SPEED: (0.0, 60.0),  # m/s, hourly mean near the ground
+    GHI: (0.0, 1500.0),  # W/m2; the solar constant is 1361
+    DNI: (0.0, 1500.0),
+    DHI: (0.0, 1000.0),
+    CLOUD: (0.0, 1.0),
+}
+"""Plausible range of each quantity in its canonical unit (None = unbounded); ``limits=`` overrides."""
+
+CARBON_TONNE_SUSPECT_G_PER_KWH = 2.0
+"""A carbon column in g/kWh whose every value is below this is almost surely in tCO2/MWh."""
 
 PAPER_DEMAND_BASE_GPUS = 7000.0
 PAPER_DEMAND_AMPLITUDE_GPUS = 2000.0
@@ -62,9 +122,61 @@ class _SiteTable:
     """One parsed, checked site file on its regular time grid (gaps NaN until interpolated)."""
 
     path: Path
-    frame: pd.DataFrame  # index: regular UTC DatetimeIndex; columns: the numeric columns present
+    frame: pd.DataFrame  # index: regular UTC DatetimeIndex; columns: canonical quantities present
     raw_ts: dict[pd.Timestamp, tuple[int, str]]  # timestamp -> (data row, text as in the file)
     step: pd.Timedelta
+    headers: dict[str, str]  # canonical quantity -> the header it came from
+
+
+@dataclass(frozen=True)
+class SiteSeries:
+    """The checked exogenous series of S sites on one regular UTC grid (canonical units).
+
+    ``index`` holds the T period starts (UTC); arrays are (S, T): ``price_import`` and
+    ``price_export`` USD/MWh, ``carbon_t_per_mwh`` tCO2/MWh, ``cooling`` MW per IT MW,
+    ``renewable_mw`` MW. ``renewable_source[s]`` says how site s's renewables were obtained (a
+    capacity-factor column, or which weather path through pvlib/windpowerlib). ``tz`` is the local
+    zone (None: UTC) used for local hours of day.
+    """
+
+    paths: tuple[Path, ...]
+    index: pd.DatetimeIndex
+    dt_h: float
+    price_import: np.ndarray
+    price_export: np.ndarray
+    carbon_t_per_mwh: np.ndarray
+    cooling: np.ndarray
+    renewable_mw: np.ndarray
+    renewable_source: tuple[str, ...]
+    tz: str | None = None
+
+    @property
+    def S(self) -> int:
+        return len(self.paths)
+
+    @property
+    def T(self) -> int:
+        return len(self.index)
+
+    def local_hour(self) -> np.ndarray:
+        """(T,) hour of day of each period start in ``tz`` (UTC if None), fractional."""
+        idx = self.index.tz_convert(self.tz) if self.tz is not None else self.index
+        return (idx.hour + idx.minute / 60.0).to_numpy(dtype=np.float64)
+
+    def window(self, start: int, periods: int) -> SiteSeries:
+        """Periods ``start .. start + periods - 1`` (indices into ``index``)."""
+        if not (0 <= start and periods >= 1 and start + periods <= self.T):
+            raise ScenarioError(f"window: periods {start}..{start + periods - 1} outside 0..{self.T - 1}")
+        cut = slice(start, start + periods)
+        return dataclasses.replace(
+            self,
+            index=self.index[cut],
+            price_import=self.price_import[:, cut],
+            price_export=self.price_export[:, cut],
+            carbon_t_per_mwh=self.carbon_t_per_mwh[:, cut],
+            cooling=self.cooling[:, cut],
+            renewable_mw=self.renewable_mw[:, cut],
+        )
 
 
 def scenario_from_csv(
@@ -82,6 +194,9 @@ def scenario_from_csv(
     periods: int | None = None,
     interpolate: bool = False,
     columns: Mapping[str, str] | None = None,
+    tz: str | None = None,
+    limits: Mapping[str, tuple[float | None, float | None]] | None = None,
+    weather: Sequence[SiteWeather | None] | None = None,
     name: str = "csv",
     carbon_budget_t: float | None = None,
     carbon_price_usd_per_t: float = 0.0,
@@ -93,64 +208,132 @@ def scenario_from_csv(
         site_csvs: one CSV path per site, in site order (a single path means one site).
         sites: the sites' hardware; default: the ``paper`` preset's site (20,000 GPUs, 40 MWh
             battery, 4 MW generator, 40/10 MW grid limits) for every file, named after the file's stem.
-        solar_mw, wind_mw: installed solar / wind capacity per site, MW; ``renewable_mw[s, t] =
-            solar_mw[s] * solar_cf + wind_mw[s] * wind_cf``. Default: the paper preset's
+        solar_mw, wind_mw: installed solar (MWp DC) / wind capacity per site, MW; ``renewable_mw[s, t]
+            = solar_mw[s] * solar_cf + wind_mw[s] * wind_cf``. Default: the paper preset's
             installation for site index s (5 MW solar, 8 MW wind, 12 MW solar, ...; defined for up
-            to 10 sites). A site whose capacity of a kind is > 0 needs that kind's column.
+            to 10 sites). A site whose capacity of a kind is > 0 needs that kind's capacity-factor
+            column or its weather columns (``ghi_w_per_m2`` or ``cloud_cover``; ``wind_ms``/``wind_kmh``).
         export_price_factor: if given, ``price_export = factor * price_import`` and the files must
             not have an ``export_price_usd_per_mwh`` column; if None, that column is required.
         cooling_fn: ambient temperature (deg C, array) -> cooling MW per IT MW (PUE - 1), >= 0;
             default :func:`envs.presets.cooling_coefficient`.
         jobs: training jobs; default (None): the ``paper`` preset's jobs for ``seed``, which fit only
-            3 sites x 24 hourly periods; pass ``jobs=()`` for none.
+            3 sites x 24 hourly periods; pass ``jobs=()`` for none, or
+            :func:`envs.presets.draw_jobs` for any horizon.
         classes: inference classes; default (None): the paper rule for S sites (class k originates
             at site k at 10 ms, site k+1 at 35 ms, others 80 ms; SLO 50 ms; 0.12 / 0.24 USD/GPU-h).
         demand_gpus: (K, T) GPUs of inference demand; default (None, only with default classes):
             the paper curve ``round(7000 + 2000 sin(2 pi (h - 14 + 3k) / 24))`` at each period's
-            UTC hour of day h.
+            local hour of day h (UTC unless ``tz`` is given).
         start: first period's timestamp (naive = UTC); default: the first file's first timestamp.
         periods: number of periods T; default: up to the first file's last timestamp. If neither
             ``start`` nor ``periods`` is given, every file must cover exactly the same time range;
             otherwise each file must cover the window and rows outside it are not used.
         interpolate: fill gaps in a file's time index linearly (warns with the count) instead of
-            raising.
+            raising. Not for daylight-saving changes in local-time files: pass ``tz`` for those.
         columns: rename map applied to each file's header first, e.g. ``{"LMP": "price_usd_per_mwh"}``.
+        tz: IANA zone of naive timestamps (e.g. ``"Europe/Berlin"``); None: naive means UTC.
+            Timestamps with an offset are always honoured. A spring-forward wall time that does not
+            exist is an error; an autumn wall time that occurs twice is resolved by order (first =
+            daylight time, second = standard time).
+        limits: per-quantity plausible ranges overriding :data:`PLAUSIBLE`, in canonical units,
+            e.g. ``{"temp_c": (-80, 60)}`` (None = unbounded side).
+        weather: one :class:`envs.weather.SiteWeather` (location, PV system, turbine) per site, or
+            None for a site without weather columns; needed by the weather paths.
         name: scenario name.
         carbon_budget_t: emission cap, tCO2 (None = no cap).
         carbon_price_usd_per_t: USD per tCO2 emitted.
         seed: which ``paper`` preset draw supplies the default jobs.
 
     Returns:
-        The validated scenario; ``dt_h`` is the files' common period length in hours.
+        The validated scenario; ``dt_h`` is the files' common period length in hours. Which path
+        each site's renewables took is logged (logger ``envs.data``, INFO) and kept in
+        :attr:`SiteSeries.renewable_source` of :func:`load_site_series`.
 
     Raises:
         ScenarioError: a file is unreadable or malformed (the message names file, column and row),
             or an argument does not fit the files.
     """
+    series = load_site_series(
+        site_csvs,
+        solar_mw=solar_mw,
+        wind_mw=wind_mw,
+        export_price_factor=export_price_factor,
+        cooling_fn=cooling_fn,
+        start=start,
+        periods=periods,
+        interpolate=interpolate,
+        columns=columns,
+        tz=tz,
+        limits=limits,
+        weather=weather,
+    )
+    return scenario_from_series(
+        series,
+        sites=sites,
+        jobs=jobs,
+        classes=classes,
+        demand_gpus=demand_gpus,
+        name=name,
+        carbon_budget_t=carbon_budget_t,
+        carbon_price_usd_per_t=carbon_price_usd_per_t,
+        seed=seed,
+    )
+
+
+def load_site_series(
+    site_csvs: Sequence[str | Path] | str | Path,
+    *,
+    solar_mw: Sequence[float] | None = None,
+    wind_mw: Sequence[float] | None = None,
+    export_price_factor: float | None = None,
+    cooling_fn: Callable[[np.ndarray], np.ndarray] = cooling_coefficient,
+    start: str | pd.Timestamp | None = None,
+    periods: int | None = None,
+    interpolate: bool = False,
+    columns: Mapping[str, str] | None = None,
+    tz: str | None = None,
+    limits: Mapping[str, tuple[float | None, float | None]] | None = None,
+    weather: Sequence[SiteWeather | None] | None = None,
+) -> SiteSeries:
+    """Read, check and convert the site files: the series half of :func:`scenario_from_csv` (same args)."""
     paths = [Path(site_csvs)] if isinstance(site_csvs, (str, Path)) else [Path(p) for p in site_csvs]
     if not paths:
         raise ScenarioError("site_csvs: at least one CSV file (one per site) is needed")
     S = len(paths)
-    if sites is not None and len(sites) != S:
-        raise ScenarioError(f"sites: {len(sites)} sites given for {S} CSV files (need one per file)")
     solar_cap = _capacities("solar_mw", solar_mw, "solar", S)
     wind_cap = _capacities("wind_mw", wind_mw, "wind", S)
     if export_price_factor is not None:
         _require_number("export_price_factor", export_price_factor, minimum=0.0)
+    site_weather = list(weather) if weather is not None else [None] * S
+    if len(site_weather) != S:
+        raise ScenarioError(f"weather: {len(site_weather)} entries given for {S} sites (need one per site)")
+    ranges = dict(PLAUSIBLE)
+    for key, bounds in (limits or {}).items():
+        if key not in PLAUSIBLE:
+            raise ScenarioError(f"limits: unknown quantity {key!r}; choose from {sorted(PLAUSIBLE)}")
+        ranges[key] = (bounds[0], bounds[1])
+    if tz is not None:
+        try:
+            pd.Timestamp("2000-01-01").tz_localize(tz)
+        except Exception as exc:  # pytz/zoneinfo raise different types for unknown zones
+            raise ScenarioError(
+                f"tz: unknown time zone {tz!r} (use an IANA name like 'Europe/Berlin')"
+            ) from exc
 
     required_by_site = []
     for s in range(S):
-        need = [PRICE, CARBON, TEMP]
+        need: list[tuple[str, ...]] = [(PRICE,), (CARBON,), (TEMP,)]
         if export_price_factor is None:
-            need.append(EXPORT_PRICE)
+            need.append((EXPORT_PRICE,))
         if solar_cap[s] > 0:
-            need.append(SOLAR_CF)
+            need.append((SOLAR_CF, GHI, CLOUD))
         if wind_cap[s] > 0:
-            need.append(WIND_CF)
+            need.append((WIND_CF, WIND_SPEED))
         required_by_site.append(need)
 
     tables = [
-        _read_site_csv(path, need, dict(columns or {}))
+        _read_site_csv(path, need, dict(columns or {}), tz, ranges, custom=set(limits or {}))
         for path, need in zip(paths, required_by_site, strict=True)
     ]
     for s, table in enumerate(tables):
@@ -181,74 +364,183 @@ def scenario_from_csv(
     window = _window(tables, start, periods)
     T = len(window)
 
-    series: dict[str, np.ndarray] = {}
-    for column in NUMERIC_COLUMNS:
-        series[column] = np.zeros((S, T))
+    price = np.zeros((S, T))
+    export = np.zeros((S, T))
+    carbon = np.zeros((S, T))
+    temp = np.zeros((S, T))
+    renewable = np.zeros((S, T))
+    sources = []
     for s, table in enumerate(tables):
-        frame = table.frame.loc[window]
-        missing = frame.index[frame[PRICE].isna()]
-        if len(missing):
-            if not interpolate:
-                ts = missing[0]
-                after = next(t for t in table.raw_ts if t > ts)
-                raise ScenarioError(
-                    f"{table.path}: column {TIMESTAMP!r}, {_row(table, after)}: gap in the time "
-                    f"index, {len(missing)} period(s) missing in the window (first missing "
-                    f"{_iso(ts)}); pass interpolate=True to fill gaps linearly"
-                )
-            filled = table.frame.interpolate(method="linear", limit_area="inside").loc[window]
-            n_values = int(frame.isna().sum().sum())
-            warnings.warn(
-                f"{table.path}: filled {len(missing)} missing timestamp(s) ({n_values} values) by "
-                f"linear interpolation, first {_iso(missing[0])}",
-                DataGapWarning,
-                stacklevel=2,
-            )
-            frame = filled
-        for column in frame.columns:
-            series[column][s] = frame[column].to_numpy(dtype=np.float64)
+        frame = _fill_gaps(table, window, interpolate, tz)
+        price[s] = frame[PRICE].to_numpy(dtype=np.float64)
+        if EXPORT_PRICE in frame.columns:
+            export[s] = frame[EXPORT_PRICE].to_numpy(dtype=np.float64)
+        carbon[s] = frame[CARBON].to_numpy(dtype=np.float64)
+        temp[s] = frame[TEMP].to_numpy(dtype=np.float64)
+        mw, source = _renewables(table, frame, solar_cap[s], wind_cap[s], site_weather[s], s)
+        renewable[s] = mw
+        sources.append(source)
+        LOG.info("%s: renewables from %s", table.path, source)
 
-    cooling = np.asarray(cooling_fn(series[TEMP]), dtype=np.float64)
+    cooling = np.asarray(cooling_fn(temp), dtype=np.float64)
     if cooling.shape != (S, T):
         raise ScenarioError(f"cooling_fn: returned shape {cooling.shape} for temperatures of shape {(S, T)}")
     bad = np.argwhere(~np.isfinite(cooling) | (cooling < 0))
     if bad.size:
         s, t = bad[0]
         raise ScenarioError(
-            f"{tables[s].path}: column {TEMP!r}, {_row(tables[s], window[t])}: cooling_fn gave "
-            f"{cooling[s, t]!r} for {series[TEMP][s, t]} degC (must be finite and >= 0)"
+            f"{tables[s].path}: column {tables[s].headers[TEMP]!r}, {_row(tables[s], window[t])}: "
+            f"cooling_fn gave {cooling[s, t]!r} for {temp[s, t]} degC (must be finite and >= 0)"
         )
-    price_export = (
-        export_price_factor * series[PRICE] if export_price_factor is not None else series[EXPORT_PRICE]
+    price_export = export_price_factor * price if export_price_factor is not None else export
+    return SiteSeries(
+        paths=tuple(paths),
+        index=window,
+        dt_h=_hours(step),
+        price_import=price,
+        price_export=price_export,
+        carbon_t_per_mwh=carbon / G_PER_KWH_PER_T_PER_MWH,
+        cooling=cooling,
+        renewable_mw=renewable,
+        renewable_source=tuple(sources),
+        tz=tz,
     )
-    renewable = solar_cap[:, None] * series[SOLAR_CF] + wind_cap[:, None] * series[WIND_CF]
 
+
+def scenario_from_series(
+    series: SiteSeries,
+    *,
+    sites: Sequence[Site] | None = None,
+    jobs: Sequence[TrainingJob] | None = None,
+    classes: Sequence[InferenceClass] | None = None,
+    demand_gpus: Any = None,
+    name: str = "csv",
+    carbon_budget_t: float | None = None,
+    carbon_price_usd_per_t: float = 0.0,
+    seed: int = 0,
+) -> Scenario:
+    """Hardware and workload on top of checked series: the scenario half of :func:`scenario_from_csv`."""
+    S = series.S
+    if sites is not None and len(sites) != S:
+        raise ScenarioError(f"sites: {len(sites)} sites given for {S} CSV files (need one per file)")
     site_list = (
-        tuple(sites) if sites is not None else tuple(_rename(paper_site(0), path.stem) for path in paths)
+        tuple(sites) if sites is not None else tuple(_rename(paper_site(0), p.stem) for p in series.paths)
     )
-    dt_h = _hours(step)
-    job_list, class_list, demand = _workload(jobs, classes, demand_gpus, S, window, dt_h, seed)
+    job_list, class_list, demand = _workload(jobs, classes, demand_gpus, series, seed)
     return Scenario(
         name=name,
-        T=T,
-        dt_h=dt_h,
+        T=series.T,
+        dt_h=series.dt_h,
         sites=site_list,
         jobs=job_list,
         classes=class_list,
-        cooling=cooling,
-        renewable_mw=renewable,
-        price_import=series[PRICE],
-        price_export=price_export,
-        carbon_intensity=series[CARBON] / G_PER_KWH_PER_T_PER_MWH,
+        cooling=series.cooling,
+        renewable_mw=series.renewable_mw,
+        price_import=series.price_import,
+        price_export=series.price_export,
+        carbon_intensity=series.carbon_t_per_mwh,
         demand_gpus=demand,
         carbon_budget_t=carbon_budget_t,
         carbon_price_usd_per_t=carbon_price_usd_per_t,
     )
 
 
+def _fill_gaps(
+    table: _SiteTable, window: pd.DatetimeIndex, interpolate: bool, tz: str | None
+) -> pd.DataFrame:
+    """The table on the window; gaps raise, or are filled linearly with a warning."""
+    frame = table.frame.loc[window]
+    missing = frame.index[frame[PRICE].isna()]
+    if not len(missing):
+        return frame
+    if not interpolate:
+        ts = missing[0]
+        after = next(t for t in table.raw_ts if t > ts)
+        dst = (
+            "; if the file is in local time without UTC offsets and this is a spring daylight-saving "
+            "change, pass tz='Region/City' (interpolating would invent an hour)"
+            if tz is None
+            else ""
+        )
+        raise ScenarioError(
+            f"{table.path}: column {TIMESTAMP!r}, {_row(table, after)}: gap in the time "
+            f"index, {len(missing)} period(s) missing in the window (first missing "
+            f"{_iso(ts)}){dst}; pass interpolate=True to fill gaps linearly"
+        )
+    filled = table.frame.interpolate(method="linear", limit_area="inside").loc[window]
+    n_values = int(frame.isna().sum().sum())
+    warnings.warn(
+        f"{table.path}: filled {len(missing)} missing timestamp(s) ({n_values} values) by "
+        f"linear interpolation, first {_iso(missing[0])}",
+        DataGapWarning,
+        stacklevel=4,
+    )
+    return filled
+
+
+def _renewables(
+    table: _SiteTable,
+    frame: pd.DataFrame,
+    solar_cap: float,
+    wind_cap: float,
+    site: SiteWeather | None,
+    s: int,
+) -> tuple[np.ndarray, str]:
+    """Site renewables, MW, and a description of the path each kind took (cf column or weather)."""
+
+    def col(name: str) -> np.ndarray | None:
+        return frame[name].to_numpy(dtype=np.float64) if name in frame.columns else None
+
+    def need_site(kind: str, header: str) -> SiteWeather:
+        if site is None:
+            raise ScenarioError(
+                f"{table.path}: column {header!r}: {kind} from weather needs the site's location and "
+                f"system; pass weather=[..., SiteWeather(latitude, longitude, ...), ...] (entry {s})"
+            )
+        return site
+
+    total = np.zeros(len(frame))
+    parts = []
+    if solar_cap > 0:
+        if SOLAR_CF in frame.columns:
+            cf, how = col(SOLAR_CF), f"{table.headers[SOLAR_CF]} column"
+        else:
+            header = table.headers.get(GHI, table.headers.get(CLOUD))
+            cf, how = solar_cf(
+                frame.index,
+                need_site("solar", header),
+                temp_air_c=col(TEMP),
+                wind_ms=col(WIND_SPEED),
+                ghi=col(GHI),
+                dni=col(DNI),
+                dhi=col(DHI),
+                cloud_cover=col(CLOUD) if GHI not in frame.columns else None,
+            )
+            how = f"pvlib from {header}: {how}"
+        total += solar_cap * cf
+        parts.append(f"solar {solar_cap:g} MW <- {how}")
+    if wind_cap > 0:
+        if WIND_CF in frame.columns:
+            cf, how = col(WIND_CF), f"{table.headers[WIND_CF]} column"
+        else:
+            header = table.headers[WIND_SPEED]
+            cf, how = wind_cf(col(WIND_SPEED), need_site("wind", header))
+            how = f"windpowerlib from {header}: {how}"
+        total += wind_cap * cf
+        parts.append(f"wind {wind_cap:g} MW <- {how}")
+    return total, "; ".join(parts) if parts else "none installed"
+
+
 # ----------------------------------------------------------------------------- reading one file
-def _read_site_csv(path: Path, required: list[str], rename: dict[str, str]) -> _SiteTable:
-    """Parse one site file, check every cell and its time index, and put it on a regular grid."""
+def _read_site_csv(
+    path: Path,
+    required: list[tuple[str, ...]],
+    rename: dict[str, str],
+    tz: str | None,
+    ranges: Mapping[str, tuple[float | None, float | None]],
+    custom: set[str],
+) -> _SiteTable:
+    """Parse one site file, convert units, check every cell and its time index, regular grid."""
     try:
         raw = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
     except FileNotFoundError as exc:
@@ -256,29 +548,41 @@ def _read_site_csv(path: Path, required: list[str], rename: dict[str, str]) -> _
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise ScenarioError(f"{path}: not a readable CSV file ({exc})") from exc
     raw = raw.rename(columns=lambda c: str(c).strip()).rename(columns=rename)
-    missing = [c for c in [TIMESTAMP, *required] if c not in raw.columns]
+    headers: dict[str, str] = {}
+    for header in raw.columns:
+        if header in HEADERS:
+            quantity = HEADERS[header][0]
+            if quantity in headers:
+                raise ScenarioError(
+                    f"{path}: column {header!r}: gives {quantity} again (already from "
+                    f"{headers[quantity]!r}); keep one column per quantity"
+                )
+            headers[quantity] = header
+    if TIMESTAMP not in raw.columns:
+        raise ScenarioError(f"{path}: column {TIMESTAMP!r}: missing (found {list(raw.columns)})")
+    missing = [alts for alts in required if not any(a in headers for a in alts)]
     if missing:
+        alts = missing[0]
+        accepted = [h for h, (q, _) in HEADERS.items() if q in alts]
         raise ScenarioError(
-            f"{path}: column {missing[0]!r}: missing (missing columns: {missing}; found {list(raw.columns)})"
+            f"{path}: column {alts[0]!r}: missing (accepted headers: {accepted}; missing columns: "
+            f"{[m[0] for m in missing]}; found {list(raw.columns)})"
         )
     if len(raw) < 2:
         raise ScenarioError(f"{path}: column {TIMESTAMP!r}: need at least 2 data rows, found {len(raw)}")
 
     text = raw[TIMESTAMP].fillna("").astype(str).str.strip()
-    ts = pd.to_datetime(text, errors="coerce", utc=True, format="ISO8601")
-    for i in np.flatnonzero(ts.isna().to_numpy()):
-        problem = "empty cell" if text.iloc[i] == "" else f"not an ISO 8601 timestamp ({text.iloc[i]!r})"
-        raise ScenarioError(f"{path}: column {TIMESTAMP!r}, data row {i + 1}: {problem}")
-    index = pd.DatetimeIndex(ts).as_unit("ns")
+    index = _parse_timestamps(path, text, tz)
 
     def row(i: int) -> str:
         return f"data row {i + 1} ({text.iloc[i]})"
 
     values: dict[str, np.ndarray] = {}
-    for column in NUMERIC_COLUMNS:
-        if column not in raw.columns:
+    for quantity in NUMERIC_COLUMNS:
+        if quantity not in headers:
             continue
-        cells = raw[column].fillna("").astype(str).str.strip()
+        header = headers[quantity]
+        cells = raw[header].fillna("").astype(str).str.strip()
         numbers = pd.to_numeric(cells, errors="coerce").to_numpy(dtype=np.float64)
         for i in np.flatnonzero(~np.isfinite(numbers)):
             cell = cells.iloc[i]
@@ -290,21 +594,37 @@ def _read_site_csv(path: Path, required: list[str], rename: dict[str, str]) -> _
                 problem = f"not a number ({cell!r})"
             else:
                 problem = f"must be finite ({cell!r})"
-            raise ScenarioError(f"{path}: column {column!r}, {row(i)}: {problem}")
-        if column == CARBON and (numbers < 0).any():
-            i = int(np.flatnonzero(numbers < 0)[0])
+            raise ScenarioError(f"{path}: column {header!r}, {row(i)}: {problem}")
+        converted = HEADERS[header][1](numbers)
+        lo, hi = ranges[quantity]
+        out = np.flatnonzero(
+            (converted < (-np.inf if lo is None else lo)) | (converted > (np.inf if hi is None else hi))
+        )
+        if out.size:
+            i = int(out[0])
+            unit = _canonical_unit(quantity)
+            shown = f"{converted[i]:g} {unit}" + (f" (from {cells.iloc[i]!r})" if header != quantity else "")
+            what = "capacity factor" if quantity in (SOLAR_CF, WIND_CF) else "value"
             raise ScenarioError(
-                f"{path}: column {column!r}, {row(i)}: must be >= 0 gCO2/kWh ({cells.iloc[i]!r})"
+                f"{path}: column {header!r}, {row(i)}: {what} {shown} outside the plausible range "
+                f"[{_bound(lo)}, {_bound(hi)}] {unit}; check the unit in the header (accepted: "
+                f"{[h for h, (q, _) in HEADERS.items() if q == quantity]}) or pass "
+                f"limits={{{quantity!r}: (low, high)}}"
             )
-        if column in (SOLAR_CF, WIND_CF):
-            out = np.flatnonzero((numbers < 0) | (numbers > 1))
-            if out.size:
-                i = int(out[0])
-                raise ScenarioError(
-                    f"{path}: column {column!r}, {row(i)}: capacity factor must be in [0, 1] "
-                    f"({cells.iloc[i]!r})"
-                )
-        values[column] = numbers
+        if (
+            quantity == CARBON
+            and header in ("carbon_g_per_kwh", "carbon_kg_per_mwh")
+            and CARBON not in custom
+            and converted.max() < CARBON_TONNE_SUSPECT_G_PER_KWH
+        ):
+            i = int(np.argmax(converted))
+            raise ScenarioError(
+                f"{path}: column {header!r}, {row(i)}: every value is below "
+                f"{CARBON_TONNE_SUSPECT_G_PER_KWH:g} gCO2/kWh (largest {cells.iloc[i]!r}), which looks "
+                f"like tCO2/MWh; name the column 'carbon_t_per_mwh', or pass "
+                f"limits={{{CARBON!r}: (0, 1500)}} if the grid really is that clean"
+            )
+        values[quantity] = converted
 
     deltas = np.diff(index.asi8)
     for i in np.flatnonzero(deltas < 0):
@@ -312,8 +632,14 @@ def _read_site_csv(path: Path, required: list[str], rename: dict[str, str]) -> _
             f"{path}: column {TIMESTAMP!r}, {row(i + 1)}: timestamps not sorted (earlier than {row(i)})"
         )
     for i in np.flatnonzero(deltas == 0):
+        hint = (
+            "; if the file is in local time with daylight-saving time (an autumn hour repeats), "
+            "pass tz='Region/City' (the IANA zone)"
+            if tz is None
+            else ""
+        )
         raise ScenarioError(
-            f"{path}: column {TIMESTAMP!r}, {row(i + 1)}: duplicated timestamp (same as {row(i)})"
+            f"{path}: column {TIMESTAMP!r}, {row(i + 1)}: duplicated timestamp (same as {row(i)}){hint}"
         )
     # The period length is the most common spacing (ties: the shortest); every other spacing must be
     # a whole multiple of it (a gap), otherwise the index is irregular.
@@ -329,7 +655,71 @@ def _read_site_csv(path: Path, required: list[str], rename: dict[str, str]) -> _
     frame = pd.DataFrame(values, index=index)
     grid = pd.date_range(index[0], index[-1], freq=step)
     raw_ts = {t: (i + 1, text.iloc[i]) for i, t in enumerate(index)}
-    return _SiteTable(path=path, frame=frame.reindex(grid), raw_ts=raw_ts, step=step)
+    return _SiteTable(path=path, frame=frame.reindex(grid), raw_ts=raw_ts, step=step, headers=headers)
+
+
+_OFFSET = r"(?:Z|[+-]\d{2}(?::?\d{2})?)$"
+
+
+def _parse_timestamps(path: Path, text: pd.Series, tz: str | None) -> pd.DatetimeIndex:
+    """UTC period starts from ISO 8601 text: offsets honoured; naive text is UTC, or local in ``tz``.
+
+    Local wall times are localized with explicit rules, never shifted silently: a wall time skipped
+    by a spring-forward change is an error; one repeated by an autumn change is resolved by order
+    (its first row is daylight time, the second standard time); one that should repeat but occurs
+    once is an error, since either reading is a guess.
+    """
+    has_offset = text.str.contains(_OFFSET, regex=True).to_numpy()
+    naive_local = tz is not None and not has_offset.all()
+    if naive_local and has_offset.any():
+        i = int(np.flatnonzero(has_offset != has_offset[0])[0])
+        raise ScenarioError(
+            f"{path}: column {TIMESTAMP!r}, data row {i + 1} ({text.iloc[i]}): mixes timestamps with "
+            f"and without UTC offsets; use one form"
+        )
+    parsed = pd.to_datetime(text, errors="coerce", utc=not naive_local, format="ISO8601")
+    for i in np.flatnonzero(parsed.isna().to_numpy()):
+        problem = "empty cell" if text.iloc[i] == "" else f"not an ISO 8601 timestamp ({text.iloc[i]!r})"
+        raise ScenarioError(f"{path}: column {TIMESTAMP!r}, data row {i + 1}: {problem}")
+    index = pd.DatetimeIndex(parsed).as_unit("ns")
+    if not naive_local:
+        return index
+    # first occurrence of a wall time = daylight time (True), a repeat = standard time (False)
+    first = ~pd.Series(index).duplicated(keep="first").to_numpy()
+    local = index.tz_localize(tz, ambiguous=first, nonexistent="NaT")
+    for i in np.flatnonzero(local.isna()):
+        raise ScenarioError(
+            f"{path}: column {TIMESTAMP!r}, data row {i + 1} ({text.iloc[i]}): this local time does "
+            f"not exist in {tz} (clocks jump forward at the spring daylight-saving change); a "
+            f"local-time export skips it: remove the row, or give timestamps with UTC offsets"
+        )
+    single = index.tz_localize(tz, ambiguous="NaT", nonexistent="NaT").isna()
+    counts = pd.Series(index).map(pd.Series(index).value_counts()).to_numpy()
+    for i in np.flatnonzero(single & (counts == 1)):
+        raise ScenarioError(
+            f"{path}: column {TIMESTAMP!r}, data row {i + 1} ({text.iloc[i]}): this local time occurs "
+            f"twice in {tz} (clocks go back at the autumn daylight-saving change) but once in the "
+            f"file, so which one is meant is unknown; give both rows, or UTC offsets"
+        )
+    return local.tz_convert("UTC")
+
+
+def _canonical_unit(quantity: str) -> str:
+    return {
+        PRICE: "USD/MWh",
+        EXPORT_PRICE: "USD/MWh",
+        CARBON: "gCO2/kWh",
+        TEMP: "degC",
+        WIND_SPEED: "m/s",
+        GHI: "W/m2",
+        DNI: "W/m2",
+        DHI: "W/m2",
+        CLOUD: "(fraction)",
+    }.get(quantity, "")
+
+
+def _bound(value: float | None) -> str:
+    return "none" if value is None else f"{value:g}"
 
 
 # ----------------------------------------------------------------------------- the common window
@@ -402,24 +792,23 @@ def _workload(
     jobs: Sequence[TrainingJob] | None,
     classes: Sequence[InferenceClass] | None,
     demand_gpus: Any,
-    S: int,
-    window: pd.DatetimeIndex,
-    dt_h: float,
+    series: SiteSeries,
     seed: int,
 ) -> tuple[tuple[TrainingJob, ...], tuple[InferenceClass, ...], Any]:
     """Jobs, classes and demand: as given, or the paper preset's (see :func:`scenario_from_csv`)."""
-    T = len(window)
+    S, T, dt_h = series.S, series.T, series.dt_h
     if jobs is None:
         if (S, T, dt_h) != (3, 24, 1.0):
             raise ScenarioError(
                 f"jobs: the default (the paper preset's jobs) fits only 3 sites x 24 periods of 1 h, "
-                f"not {S} x {T} of {dt_h:g} h; pass jobs=[...] (or jobs=() for none)"
+                f"not {S} x {T} of {dt_h:g} h; pass jobs=[...] (envs.presets.draw_jobs draws them for "
+                f"any horizon), or jobs=() for none"
             )
         jobs = make_scenario("paper", seed).jobs
     if classes is None:
         classes = _paper_classes(S)
         if demand_gpus is None:
-            hour = (window.hour + window.minute / 60.0).to_numpy(dtype=np.float64)
+            hour = series.local_hour()
             k = np.arange(len(classes), dtype=np.float64)[:, None]
             demand_gpus = np.round(
                 PAPER_DEMAND_BASE_GPUS
