@@ -26,6 +26,7 @@ irradiance of an hourly row is that hour's mean.
 from __future__ import annotations
 
 import functools
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -170,7 +171,9 @@ def solar_cf(
 def _turbine(turbine_type: str) -> tuple[np.ndarray, np.ndarray, float]:
     """(wind speeds m/s, power W, nominal power W) of a turbine from windpowerlib's bundled library."""
     try:
-        turbine = WindTurbine(hub_height=100.0, turbine_type=turbine_type)
+        with warnings.catch_warnings():  # windpowerlib's own pandas deprecations and "no curve" notes
+            warnings.simplefilter("ignore")
+            turbine = WindTurbine(hub_height=100.0, turbine_type=turbine_type)
     except (KeyError, ValueError) as exc:
         raise ScenarioError(
             f"weather.turbine: {turbine_type!r} is not in windpowerlib's turbine library; "
