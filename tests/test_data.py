@@ -14,9 +14,10 @@ from hypothesis import strategies as st
 
 from agents.replay import OracleReplayPolicy
 from envs import CarbonAwareDCEnv
-from envs.data import DataGapWarning, scenario_from_csv
-from envs.presets import cooling_coefficient, make_scenario
+from envs.data import DataGapWarning, load_site_series, scenario_from_csv
+from envs.presets import cooling_coefficient, draw_jobs, make_scenario
 from envs.scenario import InferenceClass, Scenario, ScenarioError
+from envs.weather import SiteWeather, solar_cf, wind_cf
 from oracle import solve
 
 KINDS = ("solar", "wind", "solar")  # the paper preset's installation: 5 MW solar, 8 MW wind, 12 MW solar
@@ -425,3 +426,212 @@ def test_any_finite_price_is_kept_exactly(tmp_path, prices):
     frames[0]["price_usd_per_mwh"] = prices
     sc = scenario_from_csv(write(tmp_path, frames))
     np.testing.assert_array_equal(sc.price_import[0], np.array(prices))
+
+
+# ----------------------------------------------------------------------------- units in column names
+@pytest.mark.parametrize(
+    ("header", "factor_to_g_per_kwh"),
+    [("carbon_kg_per_mwh", 1.0), ("carbon_lb_per_mwh", 0.45359237), ("carbon_t_per_mwh", 1000.0)],
+)
+def test_carbon_units_convert(tmp_path, frames, header, factor_to_g_per_kwh):
+    g = frames[1]["carbon_g_per_kwh"].to_numpy()
+    frames[1] = frames[1].rename(columns={"carbon_g_per_kwh": header})
+    frames[1][header] = g / factor_to_g_per_kwh
+    sc = scenario_from_csv(write(tmp_path, frames))
+    np.testing.assert_allclose(sc.carbon_intensity[1], g / 1000.0, rtol=1e-12)
+
+
+def test_fahrenheit_converts(tmp_path, frames):
+    temp_c = frames[2]["temp_c"].to_numpy()
+    frames[2] = frames[2].rename(columns={"temp_c": "temp_f"})
+    frames[2]["temp_f"] = temp_c * 9.0 / 5.0 + 32.0
+    sc = scenario_from_csv(write(tmp_path, frames))
+    np.testing.assert_allclose(sc.cooling[2], cooling_coefficient(temp_c), rtol=1e-12)
+
+
+def test_wind_speed_in_kmh_equals_m_per_s(tmp_path, frames):
+    site = SiteWeather(latitude=50.0, longitude=8.0)
+    speed = np.round(4.0 + 6.0 * np.abs(np.sin(np.arange(24) / 4.0)), 2)
+    for s, header, values in ((0, "wind_ms", speed), (2, "wind_kmh", speed * 3.6)):
+        frames[s] = frames[s].drop(columns="solar_cf")
+        frames[s][header] = values
+    paths = write(tmp_path, frames)
+    sc = scenario_from_csv(paths, solar_mw=[0, 0, 0], wind_mw=[4.2, 8.0, 4.2], weather=[site, None, site])
+    np.testing.assert_allclose(sc.renewable_mw[0], sc.renewable_mw[2], rtol=1e-12)
+    cf, _ = wind_cf(speed, site)
+    np.testing.assert_allclose(sc.renewable_mw[0], 4.2 * cf)
+
+
+def test_two_headers_for_one_quantity_is_an_error(tmp_path, frames):
+    frames[0]["carbon_t_per_mwh"] = frames[0]["carbon_g_per_kwh"] / 1000.0
+    paths = write(tmp_path, frames)
+    msg = assert_error(paths, paths[0], "carbon_t_per_mwh", "again")
+    assert "carbon_g_per_kwh" in msg
+
+
+# ----------------------------------------------------------------------------- plausibility
+@pytest.mark.parametrize(
+    ("column", "value", "row"),
+    [
+        ("carbon_g_per_kwh", 2500.0, 5),  # lb/MWh of a coal grid under the g/kWh header
+        ("temp_c", 95.0, 16),  # deg F under the deg C header
+        ("price_usd_per_mwh", -5000.0, 3),
+        ("solar_cf", 1.5, 13),
+    ],
+)
+def test_implausible_values_name_file_column_row(tmp_path, frames, column, value, row):
+    frames[0].loc[row - 1, column] = value
+    paths = write(tmp_path, frames)
+    stamp = frames[0]["timestamp"][row - 1]
+    msg = assert_error(paths, paths[0], column, f"data row {row} ({stamp})")
+    assert "plausible range" in msg and "limits=" in msg
+
+
+def test_carbon_in_tonnes_under_the_gram_header_is_caught(tmp_path, frames):
+    frames[1]["carbon_g_per_kwh"] = frames[1]["carbon_g_per_kwh"] / 1000.0
+    paths = write(tmp_path, frames)
+    msg = assert_error(paths, paths[1], "carbon_g_per_kwh", "data row")
+    assert "carbon_t_per_mwh" in msg
+
+
+def test_limits_override_per_call(tmp_path, frames):
+    frames[0].loc[4, "temp_c"] = -70.0
+    paths = write(tmp_path, frames)
+    with pytest.raises(ScenarioError, match="plausible range"):
+        scenario_from_csv(paths)
+    sc = scenario_from_csv(paths, limits={"temp_c": (-90.0, 60.0)})
+    assert sc.cooling[0, 4] == pytest.approx(0.15)
+    with pytest.raises(ScenarioError, match="limits: unknown quantity 'temp'"):
+        scenario_from_csv(paths, limits={"temp": (0, 1)})
+
+
+# ----------------------------------------------------------------------------- local time, DST
+def local_file(tmp_path: Path, start_local: str, tz: str, hours: int = 24) -> tuple[Path, pd.DatetimeIndex]:
+    """A one-site file with naive local wall-clock timestamps (as local exports write them)."""
+    utc = pd.date_range(pd.Timestamp(start_local, tz=tz).tz_convert("UTC"), periods=hours, freq="h")
+    frame = grid_export(0, T=hours, start=str(utc[0]))
+    frame["timestamp"] = utc.tz_convert(tz).strftime("%Y-%m-%d %H:%M")
+    path = tmp_path / "local.csv"
+    frame.to_csv(path, index=False)
+    return path, utc
+
+
+def test_spring_dst_local_file_with_tz(tmp_path):
+    path, utc = local_file(tmp_path, "2024-03-31 00:00", "Europe/Berlin")
+    assert "02:00" not in path.read_text().split("2024-03-31 01:00")[1][:30]  # the skipped hour
+    with pytest.raises(ScenarioError, match="tz='Region/City'"):
+        scenario_from_csv(path, jobs=(), solar_mw=[5.0], wind_mw=[0.0])
+    series = load_site_series(path, solar_mw=[5.0], wind_mw=[0.0], tz="Europe/Berlin")
+    assert series.T == 24 and (series.index == utc).all()
+    assert series.local_hour()[0] == 0.0 and series.local_hour()[2] == 3.0
+
+
+def test_spring_dst_nonexistent_local_time_is_explained(tmp_path):
+    path, _ = local_file(tmp_path, "2024-03-31 00:00", "Europe/Berlin")
+    text = path.read_text().replace("2024-03-31 03:00", "2024-03-31 02:00", 1)
+    path.write_text(text)
+    with pytest.raises(
+        ScenarioError, match=r"data row 3 \(2024-03-31 02:00\): this local time does not exist"
+    ):
+        load_site_series(path, solar_mw=[5.0], wind_mw=[0.0], tz="Europe/Berlin")
+
+
+def test_autumn_dst_local_file_with_tz(tmp_path):
+    path, utc = local_file(tmp_path, "2024-10-27 00:00", "Europe/Berlin")
+    assert path.read_text().count("2024-10-27 02:00") == 2
+    with pytest.raises(ScenarioError, match=r"duplicated timestamp .*tz='Region/City'"):
+        load_site_series(path, solar_mw=[5.0], wind_mw=[0.0])
+    series = load_site_series(path, solar_mw=[5.0], wind_mw=[0.0], tz="Europe/Berlin")
+    assert (series.index == utc).all()
+    # the repeated 02:00 rows are 00:00Z (daylight time) then 01:00Z (standard time), in order
+    assert series.index[2] == pd.Timestamp("2024-10-27T00:00Z") and series.index[3] == pd.Timestamp(
+        "2024-10-27T01:00Z"
+    )
+
+
+def test_autumn_ambiguous_time_given_once_is_explained(tmp_path):
+    path, _ = local_file(tmp_path, "2024-10-27 00:00", "Europe/Berlin")
+    lines = path.read_text().splitlines()
+    dup = [i for i, line in enumerate(lines) if line.startswith("2024-10-27 02:00")]
+    del lines[dup[1]]
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ScenarioError, match=r"occurs twice in Europe/Berlin .* but once in the file"):
+        load_site_series(path, solar_mw=[5.0], wind_mw=[0.0], tz="Europe/Berlin")
+
+
+def test_default_demand_follows_local_hours_with_tz(tmp_path):
+    path, _ = local_file(tmp_path, "2024-07-01 00:00", "America/New_York")
+    sc = scenario_from_csv(path, jobs=(), solar_mw=[5.0], wind_mw=[0.0], tz="America/New_York")
+    assert sc.demand_gpus[0, 14] == 7000.0 and sc.demand_gpus[0, 20] == 9000.0  # local 14:00, 20:00
+
+
+# ----------------------------------------------------------------------------- weather files, weeks
+def test_weather_site_from_cloud_cover_and_wind(tmp_path, frames):
+    site = SiteWeather(latitude=52.52, longitude=13.40)
+    hours = np.arange(24)
+    frames[2] = frames[2].drop(columns="solar_cf")
+    frames[2]["cloud_cover_pct"] = 0.0
+    frames[2]["wind_kmh"] = 18.0
+    paths = write(tmp_path, frames)
+    series = load_site_series(paths, solar_mw=[5, 0, 12], wind_mw=[0, 8, 4.2], weather=[None, None, site])
+    assert "pvlib from cloud_cover_pct" in series.renewable_source[2]
+    assert "windpowerlib from wind_kmh" in series.renewable_source[2]
+    ts = pd.date_range("2024-03-10T00:00Z", periods=24, freq="h")
+    pv, _ = solar_cf(
+        ts,
+        site,
+        temp_air_c=frames[2]["temp_c"].to_numpy(),
+        wind_ms=np.full(24, 5.0),
+        cloud_cover=np.zeros(24),
+    )
+    wind, _ = wind_cf(np.full(24, 5.0), site)
+    np.testing.assert_allclose(series.renewable_mw[2], 12 * pv + 4.2 * wind)
+    assert series.renewable_mw[2][hours == 0] == pytest.approx(4.2 * wind[0])  # night: wind only
+    with pytest.raises(ScenarioError, match="needs the site's location"):
+        load_site_series(paths, solar_mw=[5, 0, 12], wind_mw=[0, 8, 0])
+
+
+def week_paths(tmp_path: Path, S: int = 5, T: int = 168) -> list[Path]:
+    paths = []
+    for s in range(S):
+        frame = grid_export(s % 3, T=T)
+        path = tmp_path / f"site{s}.csv"
+        frame.to_csv(path, index=False)
+        paths.append(path)
+    return paths
+
+
+def test_env_infers_the_shapes_of_a_five_site_week(tmp_path):
+    kinds = [KINDS[s % 3] for s in range(5)]
+    solar = [5.0 if k == "solar" else 0.0 for k in kinds]
+    wind = [6.0 if k == "wind" else 0.0 for k in kinds]
+    rng = np.random.default_rng(3)
+    sc = scenario_from_csv(
+        week_paths(tmp_path), solar_mw=solar, wind_mw=wind, jobs=draw_jobs(rng, 5, 168, 12)
+    )
+    assert (sc.S, sc.T, sc.J, sc.K) == (5, 168, 12, 5)
+    env = CarbonAwareDCEnv(scenario=sc, preset=None)
+    obs, _ = env.reset(seed=0)
+    assert env.unwrapped.scenario.T == 168 and env.observation_space.contains(obs)
+    _, reward, *_ = env.step(env.action_space.sample())
+    assert np.isfinite(reward)
+
+
+@pytest.mark.slow
+def test_csv_week_scenario_replays_the_oracle_schedule(tmp_path):
+    """The replay identity on a CSV-built 168-h scenario (3 sites, 8 jobs from the preset generator)."""
+    rng = np.random.default_rng(11)
+    sc = scenario_from_csv(
+        week_paths(tmp_path, S=3), jobs=draw_jobs(rng, 3, 168, 8), carbon_price_usd_per_t=80.0
+    )
+    sch = solve(sc, time_limit_s=60.0)
+    assert sch.status in ("optimal", "time_limit"), sch.diagnosis
+    env = CarbonAwareDCEnv(scenario=sch.scenario, preset=None)
+    policy = OracleReplayPolicy(sch)
+    obs, _ = env.reset(seed=0)
+    total, done = 0.0, False
+    while not done:
+        obs, reward, done, _, info = env.step(policy.predict(obs)[0])
+        total += reward
+        assert not info["repairs"]
+    assert total == pytest.approx(sch.objective_usd, rel=1e-6)
