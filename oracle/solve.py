@@ -403,6 +403,8 @@ class _Run:
     bound: float = math.nan
     gap: float = math.nan
     detail: str = ""
+    no_incumbent: bool = False
+    """The solver stopped (time limit) before it found any feasible point: perhaps infeasible."""
 
 
 def _run_highs(
@@ -439,18 +441,21 @@ def _run_highs(
     if ms in (M.kTimeLimit, M.kIterationLimit, M.kInterrupt, M.kSolutionLimit):
         if has_solution:
             return _Run("time_limit", sign * info.mip_dual_bound + const, info.mip_gap, detail)
-        return _Run("error", detail=f"{detail}: stopped before any feasible solution was found")
+        return _Run(
+            "error", detail=f"{detail}: stopped before any feasible solution was found", no_incumbent=True
+        )
     return _Run("error", detail=detail)
 
 
-def _polish_highs(m: Model) -> bool:
-    """Fix every binary at its incumbent value and re-solve the LP in the same HiGHS instance."""
+def _polish_highs(m: Model, time_limit_s: float) -> bool:
+    """Fix every binary at its incumbent value and re-solve the LP in the same HiGHS instance,
+    within ``time_limit_s`` seconds (False if it does not reach optimality in time)."""
     h = m.prob.solverModel
     for var in m.integer_variables():
         value = float(round(var.varValue))
         h.changeColIntegrality(var.index, highspy.HighsVarType.kContinuous)
         h.changeColBounds(var.index, value, value)
-    h.setOptionValue("time_limit", float("inf"))
+    h.setOptionValue("time_limit", float(time_limit_s))
     h.run()
     if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
         return False
@@ -472,7 +477,7 @@ def _run_cbc(m: Model, time_limit_s: float, mip_gap: float, threads: int | None,
     return _Run("error", detail=f"CBC: {pulp.LpStatus[m.prob.status]}")
 
 
-def _polish_cbc(m: Model, msg: bool) -> bool:
+def _polish_cbc(m: Model, msg: bool, time_limit_s: float) -> bool:
     saved = []
     for var in m.integer_variables():
         saved.append((var, var.lowBound, var.upBound, var.cat))
@@ -480,7 +485,7 @@ def _polish_cbc(m: Model, msg: bool) -> bool:
         var.lowBound = var.upBound = value
         var.cat = pulp.LpContinuous
     try:
-        m.prob.solve(pulp.PULP_CBC_CMD(msg=msg))
+        m.prob.solve(pulp.PULP_CBC_CMD(msg=msg, timeLimit=time_limit_s))
         return m.prob.sol_status == pulp.LpSolutionOptimal
     finally:
         for var, lo, up, cat in saved:
@@ -490,23 +495,66 @@ def _polish_cbc(m: Model, msg: bool) -> bool:
 def _run(
     m: Model,
     solver: str,
-    time_limit_s: float,
+    deadline: float,
     mip_gap: float,
     threads: int | None,
     msg: bool,
     warm: dict[str, float] | None,
 ) -> _Run:
+    """The MIP, then the polishing LP, both before ``deadline`` (``time.perf_counter()`` s).
+
+    The MIP gets the time left; the polish gets what the MIP left over and is skipped (the MIP's
+    values are kept, and the detail says so) when nothing is left.
+    """
+    left = deadline - time.perf_counter()
+    if left <= 0:
+        return _Run(
+            "error", detail="time_limit_s used up by the model build before the MIP started; give more time"
+        )
     if solver == "highs":
-        run = _run_highs(m, time_limit_s, mip_gap, threads, msg, warm)
+        run = _run_highs(m, left, mip_gap, threads, msg, warm)
         polish = _polish_highs
     elif solver == "cbc":
-        run = _run_cbc(m, time_limit_s, mip_gap, threads, msg)
-        polish = lambda model: _polish_cbc(model, msg)  # noqa: E731
+        run = _run_cbc(m, left, mip_gap, threads, msg)
+        polish = lambda model, limit: _polish_cbc(model, msg, limit)  # noqa: E731
     else:
         raise ModelError(f"solver: must be 'highs' or 'cbc' (got {solver!r})")
-    if run.status in ("optimal", "time_limit") and not polish(m):
-        run.detail += "; the LP with binaries fixed did not solve to optimality, kept the MIP values"
+    if run.status in ("optimal", "time_limit"):
+        left = deadline - time.perf_counter()
+        if left <= 0:
+            run.detail += "; polishing skipped: no time left within time_limit_s, kept the MIP values"
+        elif not polish(m, left):
+            run.detail += (
+                f"; the LP with binaries fixed did not solve to optimality within the {left:.3g} s left, "
+                "kept the MIP values"
+            )
     return run
+
+
+def check_options(time_limit_s: Any, mip_gap: Any, threads: Any, solver: Any = "highs") -> None:
+    """Raise :class:`ModelError` naming the option unless the solver options are usable.
+
+    ``time_limit_s``: a finite number of seconds > 0 (HiGHS takes any positive limit; a limit
+    shorter than the model build returns ``error`` right after the build). ``mip_gap``: a relative
+    gap in [0, 1) (1 would accept any incumbent). ``threads``: None or an integer >= 1.
+    ``solver``: ``"highs"`` or ``"cbc"``.
+    """
+
+    def real(value: Any) -> bool:
+        return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+            value, (bool, np.bool_)
+        )
+
+    if not real(time_limit_s) or not math.isfinite(time_limit_s) or not time_limit_s > 0:
+        raise ModelError(f"time_limit_s: must be a finite number of seconds > 0 (got {time_limit_s!r})")
+    if not real(mip_gap) or not 0.0 <= mip_gap < 1.0:
+        raise ModelError(f"mip_gap: must be a relative gap in [0, 1), e.g. 1e-4 (got {mip_gap!r})")
+    if threads is not None and (
+        isinstance(threads, (bool, np.bool_)) or not isinstance(threads, (int, np.integer)) or threads < 1
+    ):
+        raise ModelError(f"threads: must be None (the solver's default) or an integer >= 1 (got {threads!r})")
+    if solver not in ("highs", "cbc"):
+        raise ModelError(f"solver: must be 'highs' or 'cbc' (got {solver!r})")
 
 
 # ------------------------------------------------------------------------------------ extraction
@@ -618,26 +666,107 @@ def diagnose(
     initial_state: OperatingState | None = None,
     window: int | None = None,
     time_limit_s: float = 30.0,
+    model: Model | None = None,
 ) -> str:
-    """Name the likely cause of an infeasible model.
+    """Name the likely cause of an infeasible model (or of a solve that found no feasible point).
 
-    Checks, in order: a mandatory job with no eligible site and start period where its GPUs fit; then
-    the carbon budget against the minimum achievable emissions (a min-emissions MILP without the
-    budget, whose proven lower bound is compared with the budget left); if even that model is
-    infeasible, the workload or power limits are the cause.
+    ``model`` is the model that failed, if built already (its variables and held GPUs are reused
+    instead of building the model again).
+
+    Cheap checks on the data first (always run, no solver):
+
+    1. *base load*: a site's always-on load ``(1 + cooling)·base_it_mw`` exceeds the most it can be
+       supplied with, ``import_limit + gen_capacity + discharge_mw + renewable_mw`` (MW);
+    2. a mandatory job with no start variable (no eligible site has its GPUs, or its window lies
+       outside the modelled periods), or whose IT power cannot be supplied at any eligible site and
+       start for its whole run (the bound of 1 plus its job power);
+    3. *mandatory GPU-periods*: for every interval of periods ``[a, b)``, the mandatory jobs whose
+       whole window lies inside need ``Σ gpus·duration`` GPU-periods, at most the free
+       ``Σ_s (gpu_capacity − held)`` over the interval (eligibility ignored, so a necessary condition).
+
+    Then, with ``time_limit_s > 0`` left, a min-emissions MILP without the budget: if it is
+    infeasible, the workload or power limits are the cause; if its proven lower bound exceeds the
+    budget left, the carbon budget is.
     """
     causes = []
-    base = build_model(scenario, config, initial_state, window, relax_budget=True)
-    sc = base.scenario
-    for j, job in enumerate(sc.jobs):
-        if not job.mandatory or j in base.started_before or job.latest_start >= base.t_end:
-            continue
-        if not any(key[0] == j for key in base.start):
+    base = (
+        model
+        if model is not None
+        else build_model(scenario, config, initial_state, window, relax_budget=True)
+    )
+    sc, t0, t_end = base.scenario, base.t0, base.t_end
+    periods = slice(t0, t_end)
+    supply = (
+        sc.site_array("import_limit_mw")[:, None]
+        + sc.site_array("gen_capacity_mw")[:, None]
+        + sc.site_array("discharge_mw")[:, None]
+        + sc.renewable_mw[:, periods]
+    )
+    base_it = sc.site_array("base_it_mw")[:, None] + base.held_mw
+    base_load = (1.0 + sc.cooling[:, periods]) * base_it
+    over = np.argwhere(base_load > supply + 1e-9)
+    if over.size:
+        s, i = over[0]
+        causes.append(
+            f"site {s} ({sc.sites[s].name!r}) cannot supply its base load in period {t0 + i}: "
+            f"{base_load[s, i]:.3f} MW needed, at most {supply[s, i]:.3f} MW from import, generator, "
+            f"battery and renewables ({len(over)} site-periods like this)"
+        )
+    mandatory = [
+        j
+        for j, job in enumerate(sc.jobs)
+        if job.mandatory and j not in base.started_before and job.latest_start < t_end
+    ]
+    with_start = {key[0] for key in base.start}
+    for j in mandatory:
+        job = sc.jobs[j]
+        if j not in with_start:
             causes.append(
                 f"mandatory job {j} ({job.name!r}, {job.gpus} GPUs, start window "
                 f"{job.release}..{job.latest_start}) fits nowhere: no eligible site has the GPUs, "
                 "or its start window is outside the modelled periods"
             )
+            continue
+        powered = False
+        for _, s, t in (key for key in base.start if key[0] == j):
+            run_periods = slice(t - t0, min(t + job.duration, t_end) - t0)
+            need = (1.0 + sc.cooling[s, t : t + job.duration][: run_periods.stop - run_periods.start]) * (
+                base_it[s, run_periods] + sc.job_power_mw[j, s]
+            )
+            if (need <= supply[s, run_periods] + 1e-9).all():
+                powered = True
+                break
+        if not powered:
+            causes.append(
+                f"mandatory job {j} ({job.name!r}, {sc.job_power_mw[j].max():.2f} MW of IT power) cannot be "
+                "powered at any eligible site and start: the load exceeds import + generator + battery + "
+                "renewables in some period of every run"
+            )
+    if mandatory:
+        n = t_end - t0
+        need = np.zeros((n + 1, n + 1))  # need[a, b]: GPU-periods of jobs whose window is in [a, b)
+        for j in mandatory:
+            job = sc.jobs[j]
+            a, b = max(job.release, t0) - t0, job.deadline - t0
+            if j in with_start and b <= n:
+                need[a, b] += job.gpus * job.duration
+        # Σ over r >= a and d <= b: cumulative sums, reversed over a and forward over b.
+        need = np.cumsum(np.cumsum(need[::-1], axis=0)[::-1], axis=1)
+        free = np.maximum(0.0, sc.site_array("gpu_capacity")[:, None] - base.held_gpus).sum(axis=0)
+        cum = np.concatenate([[0.0], np.cumsum(free)])
+        have = cum[None, :] - cum[:, None]  # have[a, b] = free GPU-periods in [a, b)
+        excess = np.where(np.triu(np.ones_like(need, dtype=bool), 1), need - have, -np.inf)
+        a, b = np.unravel_index(np.argmax(excess), excess.shape)
+        if excess[a, b] > 1e-9:
+            causes.append(
+                f"mandatory jobs vs GPU capacity: the mandatory jobs whose windows lie in periods "
+                f"{t0 + a}..{t0 + b - 1} need {need[a, b]:,.0f} GPU-periods, but all sites together have "
+                f"{have[a, b]:,.0f} free"
+            )
+    if causes:
+        return "; ".join(causes)
+    if not time_limit_s > 0:
+        return "no cause found by the data checks, and no time left for the diagnostic solve"
     m = build_model(scenario, config, initial_state, window, objective="emissions", relax_budget=True)
     run = _run_highs(m, time_limit_s, 1e-6, None, False, None)
     budget = None
@@ -656,6 +785,8 @@ def diagnose(
                 f"carbon budget {budget:.2f} t (left for periods {m.t0}..{m.t_end - 1}) is below the minimum "
                 f"achievable emissions of {lower:.2f} t"
             )
+    elif run.no_incumbent:
+        causes.append("the diagnostic solve found no feasible point in the time left either")
     if not causes:
         causes.append("no single cause found (budget and mandatory jobs are each satisfiable)")
     return "; ".join(causes)
@@ -740,10 +871,16 @@ def solve(
     Args:
         scenario: the scenario (untransformed).
         config: one of :data:`oracle.model.CONFIGS`.
-        time_limit_s: wall-clock limit of the warm start plus the MIP, s (the build and the polishing
-            LP are not counted); a stop with an incumbent is ``time_limit``.
-        mip_gap: relative MIP gap at which HiGHS/CBC stop (1e-4 = 0.01 %).
-        threads: solver threads (None: the solver's default).
+        time_limit_s: wall-clock limit of the whole call, s, finite and > 0: model build, warm
+            start, MIP and polishing LP (the polish gets what the MIP leaves, and is skipped when
+            nothing is left; a re-solve with the battery binary shares the same limit). A stop with
+            an incumbent is ``time_limit``; one without is ``error`` (with a likely cause).
+        mip_gap: relative MIP gap at which HiGHS/CBC stop, in [0, 1) (1e-4 = 0.01 %).
+        threads: solver threads, an integer >= 1 (None: the solver's default).
+
+    Raises:
+        ModelError: an unknown ``config`` or ``solver``, or an option out of range (the message
+            names the option).
         initial_state / window / terminal_soc_mwh: see :func:`oracle.model.build_model` (for MPC).
         solver: ``"highs"`` (default) or ``"cbc"``.
         msg: show the solver log.
@@ -754,7 +891,9 @@ def solve(
     """
     if config not in CONFIGS:
         raise ModelError(f"config: unknown configuration {config!r}; choose one of {list(CONFIGS)}")
+    check_options(time_limit_s, mip_gap, threads, solver)
     t_start = time.perf_counter()
+    deadline = t_start + float(time_limit_s)
     times = [0.0, 0.0]  # build, solve (s)
     options = {
         "initial_state": initial_state,
@@ -769,8 +908,7 @@ def solve(
         times[0] += time.perf_counter() - tick
         tick = time.perf_counter()
         start_values = warm_start_values(m, threads) if warm and solver == "highs" and m.start else None
-        spent = time.perf_counter() - (t_start if battery_binary else tick)
-        run = _run(m, solver, max(1.0, time_limit_s - spent), mip_gap, threads, msg, start_values)
+        run = _run(m, solver, deadline, mip_gap, threads, msg, start_values)
         times[1] += time.perf_counter() - tick
         return m, run
 
@@ -785,10 +923,17 @@ def solve(
         try:
             arrays, note = extract(m, initial_state)
         except _NeedsBatteryBinary:
-            battery_binary = True
-            m, run = attempt(relaxed, True, warm_start)
-            if run.status in ("optimal", "time_limit"):
-                arrays, note = extract(m, initial_state)
+            if time.perf_counter() < deadline:
+                battery_binary = True
+                m, run = attempt(relaxed, True, warm_start)
+                if run.status in ("optimal", "time_limit"):
+                    arrays, note = extract(m, initial_state)
+            else:
+                run = _Run(
+                    "error",
+                    detail=f"{run.detail}; the incumbent needs the battery-mode binary to replay exactly and "
+                    "no time was left within time_limit_s to re-solve with it; give more time",
+                )
     solved = relaxed and arrays is not None
     sched = Schedule(
         # the scenario as solved (MODEL.md §6): without the budget when it had to be relaxed, so the
@@ -806,8 +951,10 @@ def solve(
     notes = [run.detail]
     if battery_binary:
         notes.append("re-solved with the battery mode binary (netting could not be absorbed)")
-    if run.status == "infeasible":
-        notes.append(f"likely cause: {diagnose(scenario, config, initial_state, window)}")
+    if run.status == "infeasible" or (run.status == "error" and run.no_incumbent):
+        left = deadline - time.perf_counter()
+        cause = diagnose(scenario, config, initial_state, window, time_limit_s=left, model=m)
+        notes.append(f"likely cause: {cause}")
     if arrays is None:
         sched.diagnosis = "; ".join(notes)
         return sched
