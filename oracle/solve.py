@@ -676,7 +676,9 @@ def diagnose(
     Cheap checks on the data first (always run, no solver):
 
     1. *base load*: a site's always-on load ``(1 + cooling)·base_it_mw`` exceeds the most it can be
-       supplied with, ``import_limit + gen_capacity + discharge_mw + renewable_mw`` (MW);
+       supplied with, ``import_limit + gen_capacity + discharge_mw + renewable_mw`` (MW), in a
+       period, or over all modelled periods in energy (MWh; the battery adds at most
+       ``(soc0 − soc_min)·eta_discharge``);
     2. a mandatory job with no start variable (no eligible site has its GPUs, or its window lies
        outside the modelled periods), or whose IT power cannot be supplied at any eligible site and
        start for its whole run (the bound of 1 plus its job power);
@@ -711,6 +713,17 @@ def diagnose(
             f"site {s} ({sc.sites[s].name!r}) cannot supply its base load in period {t0 + i}: "
             f"{base_load[s, i]:.3f} MW needed, at most {supply[s, i]:.3f} MW from import, generator, "
             f"battery and renewables ({len(over)} site-periods like this)"
+        )
+    # Energy over the modelled periods: the battery can add at most what it holds above its minimum.
+    stored = np.maximum(0.0, base.soc0_mwh - sc.site_array("soc_min_frac") * sc.site_array("capacity_mwh"))
+    energy_supply = (supply - sc.site_array("discharge_mw")[:, None]).sum(axis=1) * sc.dt_h
+    energy_supply += stored * sc.site_array("eta_discharge")
+    energy_need = base_load.sum(axis=1) * sc.dt_h
+    for s in np.flatnonzero(energy_need > energy_supply + 1e-6):
+        causes.append(
+            f"site {s} ({sc.sites[s].name!r}) cannot supply its base load over periods {t0}..{t_end - 1}: "
+            f"{energy_need[s]:,.2f} MWh needed, at most {energy_supply[s]:,.2f} MWh from import, generator, "
+            "renewables and the energy stored in its battery"
         )
     mandatory = [
         j
@@ -766,7 +779,11 @@ def diagnose(
     if causes:
         return "; ".join(causes)
     if not time_limit_s > 0:
-        return "no cause found by the data checks, and no time left for the diagnostic solve"
+        return (
+            "the data checks (base load, mandatory jobs vs GPUs and power) found no cause and no time "
+            "was left for a diagnostic solve: the model may be feasible but hard; give more time or "
+            "warm_start=True"
+        )
     m = build_model(scenario, config, initial_state, window, objective="emissions", relax_budget=True)
     run = _run_highs(m, time_limit_s, 1e-6, None, False, None)
     budget = None
