@@ -10,7 +10,8 @@ item order, whatever happened to it: ``"ok"``, ``"error"`` (``fn`` raised), ``"t
 ``"worker_died"``. Results are identical whichever backend ran them (timings and diagnostics aside).
 See docs/sweeps.md for the failure semantics and how to run on a Ray cluster.
 
-This module is generic: it imports neither PuLP, NumPy nor torch.
+This module is generic: it imports neither PuLP, NumPy nor torch (its one project import is the
+standard-library-only ``envs.atomic``).
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ import pickle
 import re
 import signal
 import sys
-import tempfile
 import threading
 import time
 import traceback
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -37,9 +38,12 @@ from typing import Any, Literal
 
 from tqdm import tqdm
 
+from envs.atomic import atomic_write_json
+
 __all__ = [
     "BACKENDS",
     "ItemResult",
+    "StaleItemWarning",
     "Status",
     "add_backend_args",
     "backend_kwargs",
@@ -66,6 +70,12 @@ _THREAD_ENV = {
 }
 _ENV_LOCK = threading.Lock()
 _READY = b"ready"
+_STATUSES = ("ok", "error", "timeout", "worker_died")
+
+
+class StaleItemWarning(UserWarning):
+    """A stored sweep item did not match its schema (or the caller's ``validate_result``) and is
+    recomputed."""
 
 
 @dataclass(frozen=True)
@@ -121,6 +131,7 @@ def run_sweep(
     item_timeout_s: float | None = None,
     progress: bool = True,
     desc: str = "sweep",
+    validate_result: Callable[[dict[str, Any]], object] | None = None,
 ) -> list[ItemResult]:
     """Run ``fn(item)`` for every item in parallel and return one result per item, in item order.
 
@@ -140,6 +151,10 @@ def run_sweep(
             item is reported ``"timeout"`` and its worker is killed.
         progress: Show a tqdm bar on stderr (only when stderr is a terminal).
         desc: Label of the progress bar.
+        validate_result: Called on every ``"ok"`` result loaded from ``out_dir``; if it raises, the
+            item is recomputed with a :class:`StaleItemWarning` (e.g. a result without the keys the
+            caller reads). Stored items are always checked against :class:`ItemResult`'s schema, and
+            an ``"ok"`` item with an empty or missing result is recomputed the same way.
 
     Raises:
         ValueError: Bad keys or arguments.
@@ -161,7 +176,7 @@ def run_sweep(
         raise TypeError(f"fn must be a picklable top-level function: {exc}") from exc
     keys = validate_items(items)
 
-    store = _Store(Path(out_dir)) if out_dir is not None else None
+    store = _Store(Path(out_dir), validate_result) if out_dir is not None else None
     results: list[ItemResult | None] = [None] * len(items)
     if store is not None:
         for i, key in enumerate(keys):
@@ -307,37 +322,61 @@ _Finish = Callable[[int, ItemResult], None]
 
 
 class _Store:
-    """One JSON file per item in ``root``, written atomically."""
+    """One JSON file per item in ``root``, written atomically (``envs.atomic``) with the permissions
+    of any new file (``0o666 & ~umask``), validated when read."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, validate_result: Callable[[dict[str, Any]], object] | None = None) -> None:
         self.root = root
+        self.validate_result = validate_result
         root.mkdir(parents=True, exist_ok=True)
 
     def load_ok(self, key: str) -> ItemResult | None:
-        """The stored result of ``key`` if it finished ok; failed or unreadable ones are redone."""
+        """The stored result of ``key`` if it finished ok and is valid; otherwise None (recompute).
+
+        A missing file or a stored failure is simply redone; a file that does not match the schema
+        (not JSON, missing or extra fields, wrong types, another key, an ok status without a result,
+        or a result ``validate_result`` rejects) is redone with a :class:`StaleItemWarning`.
+        """
         path = self.root / f"{key}.json"
         try:
-            res = ItemResult.from_json(json.loads(path.read_text()))
+            text = path.read_text()
         except FileNotFoundError:
             return None
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"{path} is not a stored sweep result ({exc}); delete it to recompute") from exc
-        if res.key != key:
-            raise ValueError(f"{path} holds key {res.key!r}, not {key!r}; delete it to recompute")
+        try:
+            res = _parse_item(json.loads(text), key)
+            if res.ok and self.validate_result is not None:
+                self.validate_result(res.result)  # type: ignore[arg-type]
+        except Exception as exc:
+            warnings.warn(
+                f"{path}: invalid stored sweep item, recomputing it ({exc})", StaleItemWarning, stacklevel=4
+            )
+            return None
         return res if res.ok else None
 
     def save(self, res: ItemResult) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=f".{res.key}.", suffix=".tmp", dir=self.root)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(res.to_json(), f, indent=1)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.root / f"{res.key}.json")
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        atomic_write_json(self.root / f"{res.key}.json", res.to_json(), indent=1)
+
+
+def _parse_item(data: Any, key: str) -> ItemResult:
+    """An :class:`ItemResult` from its stored JSON, or ValueError saying what does not fit."""
+    if not isinstance(data, dict):
+        raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+    fields = {"key", "status", "result", "error", "detail", "elapsed_s"}
+    if set(data) != fields:
+        missing, extra = sorted(fields - set(data)), sorted(set(data) - fields)
+        raise ValueError(f"fields differ from ItemResult's (missing {missing}, unexpected {extra})")
+    if data["key"] != key:
+        raise ValueError(f"holds key {data['key']!r}, not {key!r}")
+    if data["status"] not in _STATUSES:
+        raise ValueError(f"status {data['status']!r} is not one of {_STATUSES}")
+    if data["status"] == "ok" and (not isinstance(data["result"], dict) or not data["result"]):
+        raise ValueError("status ok but the result is empty or missing")
+    for name in ("error", "detail"):
+        if data[name] is not None and not isinstance(data[name], str):
+            raise ValueError(f"{name} must be a string or null")
+    if isinstance(data["elapsed_s"], bool) or not isinstance(data["elapsed_s"], (int, float)):
+        raise ValueError("elapsed_s must be a number")
+    return ItemResult.from_json(data)
 
 
 # ---------------------------------------------------------------------------------------------------
