@@ -10,7 +10,6 @@
 
 import gymnasium as gym
 
-from envs.data import DataGapWarning, scenario_from_csv
 from envs.dc_env import CarbonAwareDCEnv
 from envs.presets import PRESETS, make_scenario
 from envs.scenario import (
@@ -45,3 +44,13 @@ __all__ = [
     "make_scenario",
     "scenario_from_csv",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``DataGapWarning`` and ``scenario_from_csv`` load ``envs.data`` (pandas, pvlib: about 1 s) on
+    first use, so that ``import envs`` stays fast for CLIs that fail on bad input before any work."""
+    if name in ("DataGapWarning", "scenario_from_csv"):
+        from envs import data
+
+        return getattr(data, name)
+    raise AttributeError(f"module 'envs' has no attribute {name!r}")

@@ -4,22 +4,71 @@ python -m oracle --preset paper --seed 0 --config joint --out schedule.json
 python -m oracle --scenario my_scenario.json --config no_battery --time-limit 30 --gap 1e-3
 python -m oracle compare --preset paper --seed 0 --out compare.csv
 python -m oracle compare --preset week --backend ray --ray-address auto --cache runs/compare-week
+
+Every input is checked before any solve (scenario file readable and valid, output folders writable,
+numbers in range); a bad one exits with status 2 and one line on stderr. Ctrl-C exits with 130
+(with ``--cache``, a rerun skips the configurations already finished).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import io
 import math
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from envs.atomic import atomic_write_text
 from envs.presets import PRESETS, make_scenario
-from envs.scenario import Scenario
+from envs.scenario import Scenario, ScenarioError
 from oracle.executor import ItemResult, add_backend_args, backend_kwargs, run_sweep
-from oracle.model import CONFIGS
-from oracle.solve import Schedule, solve, solve_item
+from oracle.model import CONFIGS, ModelError
+from oracle.solve import Schedule, check_options, solve, solve_item
+
+
+class UsageError(Exception):
+    """A command-line input that cannot work; reported as one line, exit status 2."""
+
+
+def _check_out(path: Path | None, option: str) -> None:
+    """``path``'s folder exists and is writable, and ``path`` is not a folder (checked before solving)."""
+    if path is None:
+        return
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise UsageError(f"{option}: {path} is a folder; give a file name")
+    if not folder.is_dir():
+        raise UsageError(f"{option}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"{option}: folder {folder} is not writable")
+
+
+def _check_cache(path: Path | None) -> None:
+    if path is None:
+        return
+    existing = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise UsageError(f"--cache: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"--cache: {existing} is not writable")
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Every check that needs no solve: numbers in range, paths readable and writable."""
+    try:
+        check_options(args.time_limit, args.gap, args.threads, args.solver)
+    except ModelError as exc:
+        option = {"time_limit_s": "--time-limit", "mip_gap": "--gap", "threads": "--threads"}
+        name, _, rest = str(exc).partition(":")
+        raise UsageError(f"{option.get(name, '--' + name)}:{rest}") from None
+    if args.seed < 0:
+        raise UsageError(f"--seed: must be >= 0 (got {args.seed})")
+    if args.scenario is not None and not args.scenario.is_file():
+        raise UsageError(f"--scenario: {args.scenario} is not a file")
+
 
 COLUMNS = (
     ("config", "config", "{:<13}"),
@@ -122,6 +171,8 @@ def main_solve(argv: Sequence[str]) -> int:
     parser.add_argument("--config", default="joint", choices=CONFIGS, help="configuration (MODEL.md §6)")
     parser.add_argument("--out", type=Path, default=None, help="write the schedule JSON here")
     args = parser.parse_args(argv)
+    _check_args(args)
+    _check_out(args.out, "--out")
     sc = _scenario(args)
     r = _solve(args, sc, args.config)
     print(sc.summary())
@@ -156,6 +207,9 @@ def main_compare(argv: Sequence[str]) -> int:
     )
     add_backend_args(parser)
     args = parser.parse_args(argv)
+    _check_args(args)
+    _check_out(args.out, "--out")
+    _check_cache(args.cache)
     sc = _scenario(args)
     items = [
         {
@@ -181,21 +235,30 @@ def main_compare(argv: Sequence[str]) -> int:
         if not res.ok:
             print(f"  {config}: {res.status}: {res.error}")
     if args.out is not None:
-        with Path(args.out).open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=[key for key, _, _ in COLUMNS])
-            writer.writeheader()
-            writer.writerows(rows)
+        buffer = io.StringIO(newline="")
+        writer = csv.DictWriter(buffer, fieldnames=[key for key, _, _ in COLUMNS])
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(args.out, buffer.getvalue())
         print(f"wrote {args.out}")
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Dispatch ``compare`` / ``solve``; bad input -> one line and exit 2, Ctrl-C -> one line and 130."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "compare":
-        return main_compare(argv[1:])
-    if argv and argv[0] == "solve":
+    compare = bool(argv) and argv[0] == "compare"
+    if argv and argv[0] in ("compare", "solve"):
         argv = argv[1:]
-    return main_solve(argv)
+    try:
+        return main_compare(argv) if compare else main_solve(argv)
+    except (UsageError, ScenarioError, ModelError) as exc:
+        print(f"python -m oracle: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        hint = " (rerun with the same --cache to skip finished configurations)" if compare else ""
+        print(f"python -m oracle: interrupted{hint}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ import highspy
 import numpy as np
 import pulp
 
+from envs.atomic import atomic_write_text
 from envs.scenario import OBJECTIVE_TERMS, OperatingState, Scenario
 from oracle.model import CONFIGS, Key3, Model, ModelError, build_model
 
@@ -153,10 +154,10 @@ class Schedule:
         }
 
     def to_json(self, path: str | Path | None = None) -> str:
-        """Serialise (NaN as ``null``); write to ``path`` if given. Returns the JSON text."""
+        """Serialise (NaN as ``null``); write to ``path`` atomically if given. Returns the JSON text."""
         text = json.dumps(self.to_dict(), indent=1)
         if path is not None:
-            Path(path).write_text(text)
+            atomic_write_text(path, text)
         return text
 
     @classmethod
