@@ -25,9 +25,9 @@ ENV_ID = "CarbonAwareDC-v0"
 FLAT_ENV_ID = "CarbonAwareDC-Flat-v0"
 
 if ENV_ID not in gym.registry:
-    gym.register(id=ENV_ID, entry_point="envs.dc_env:CarbonAwareDCEnv", kwargs={"preset": "paper"})
+    gym.register(id=ENV_ID, entry_point="envs.dc_env:CarbonAwareDCEnv")
 if FLAT_ENV_ID not in gym.registry:
-    gym.register(id=FLAT_ENV_ID, entry_point="envs.wrappers:make_flat_env", kwargs={"preset": "paper"})
+    gym.register(id=FLAT_ENV_ID, entry_point="envs.wrappers:make_flat_env")
 
 __all__ = [
     "ENV_ID",

@@ -18,6 +18,7 @@ import numpy as np
 from gymnasium import spaces
 
 from envs import dynamics
+from envs.forecast import ForecastModel, forecast_model, from_sigma
 from envs.presets import PRESETS, make_scenario
 from envs.scenario import OperatingState, Scenario, ScenarioError
 
@@ -101,11 +102,16 @@ class CarbonAwareDCEnv(gym.Env[dict[str, np.ndarray], dict[str, np.ndarray]]):
 
     ## Arguments
     - ``scenario``: a :class:`~envs.scenario.Scenario` used on every reset (None: draw from preset).
-    - ``preset``: fixes the space shapes (``S``, ``K``, job slots ``J``, horizon ``T``); None takes
-      them from ``scenario``.
+    - ``preset``: the preset whose scenarios are drawn and whose sizes fix the space shapes (``S``,
+      ``K``, job slots ``J``, horizon ``T``). None (default): the shapes come from ``scenario`` if
+      one is given, else from the ``"paper"`` preset.
     - ``seed_scenarios``: draw a new preset scenario on every reset (else always seed 0).
     - ``scenario_seeds``: the seeds drawn from (default 1000..999999; 0..999 are held out).
-    - ``forecast_horizon`` ``H`` periods; ``forecast_noise`` relative noise per sqrt(lead period).
+    - ``forecast_horizon`` ``H`` periods.
+    - ``forecast_level``: the forecast error model of :mod:`envs.forecast`: a level name
+      (``"exact"``, ``"good"``, ``"typical"``, ``"poor"``), a scalar ``sigma`` or a
+      :class:`~envs.forecast.ForecastModel` (None: exact). ``forecast_noise=sigma`` is the old
+      shorthand for the same (relative spread ``sigma·√lead``); giving both, differently, is an error.
     - ``render_mode``: None, ``"ansi"`` or ``"rgb_array"``.
     - penalty values: ``voll_usd_per_mwh``, ``carbon_overrun_usd_per_t``,
       ``soc_shortfall_usd_per_mwh``, ``mandatory_miss_usd``.
@@ -119,20 +125,21 @@ class CarbonAwareDCEnv(gym.Env[dict[str, np.ndarray], dict[str, np.ndarray]]):
     def __init__(
         self,
         scenario: Scenario | None = None,
-        preset: str | None = "paper",
+        preset: str | None = None,
         seed_scenarios: bool = True,
         scenario_seeds: Sequence[int] = range(1000, 1_000_000),
         forecast_horizon: int = 24,
-        forecast_noise: float = 0.0,
+        forecast_noise: float | None = None,
         render_mode: str | None = None,
         voll_usd_per_mwh: float = DEFAULT_VOLL_USD_PER_MWH,
         carbon_overrun_usd_per_t: float = DEFAULT_CARBON_OVERRUN_USD_PER_T,
         soc_shortfall_usd_per_mwh: float = DEFAULT_SOC_SHORTFALL_USD_PER_MWH,
         mandatory_miss_usd: float = DEFAULT_MANDATORY_MISS_USD,
+        forecast_level: str | float | ForecastModel | None = None,
     ) -> None:
+        if preset is None and scenario is None:
+            preset = "paper"
         if preset is None:
-            if scenario is None:
-                raise ScenarioError("preset: None needs a scenario to take the sizes from")
             sizes = {"S": scenario.S, "T": scenario.T, "J": scenario.J, "K": scenario.K}
         elif preset not in PRESETS:
             raise ScenarioError(f"preset: unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
@@ -142,14 +149,22 @@ class CarbonAwareDCEnv(gym.Env[dict[str, np.ndarray], dict[str, np.ndarray]]):
             raise ValueError(f"render_mode: {render_mode!r} not in {self.metadata['render_modes']}")
         if int(forecast_horizon) < 0:
             raise ValueError(f"forecast_horizon: must be >= 0 (got {forecast_horizon!r})")
-        if not (math.isfinite(forecast_noise) and forecast_noise >= 0.0):
-            raise ValueError(f"forecast_noise: must be finite and >= 0 (got {forecast_noise!r})")
+        model = forecast_model(forecast_level)
+        if forecast_noise is not None:
+            from_noise = from_sigma(forecast_noise, field="forecast_noise")
+            if forecast_level is not None and from_noise != model:
+                raise ValueError(
+                    f"forecast_level={model.name!r} and forecast_noise={forecast_noise!r} disagree; "
+                    "pass only one (forecast_noise=sigma is shorthand for forecast_level=sigma)"
+                )
+            model = from_noise
         if len(scenario_seeds) == 0:
             raise ValueError("scenario_seeds: empty")
         self.preset = preset
         self.S, self.K, self.n_slots, self.T_max = sizes["S"], sizes["K"], sizes["J"], sizes["T"]
         self.H = int(forecast_horizon)
-        self.forecast_noise = float(forecast_noise)
+        self.forecast_model = model
+        self.forecast_noise = model.noise  # scalar summary, 0 iff exact (the shorthand's sigma)
         self.seed_scenarios = bool(seed_scenarios)
         self.scenario_seeds = scenario_seeds
         self.render_mode = render_mode
@@ -205,15 +220,20 @@ class CarbonAwareDCEnv(gym.Env[dict[str, np.ndarray], dict[str, np.ndarray]]):
     def _check_sizes(self, sc: Scenario) -> None:
         if not isinstance(sc, Scenario):
             raise ScenarioError(f"scenario: must be a Scenario (got {type(sc).__name__})")
-        where = f"preset {self.preset!r} has" if self.preset is not None else "the env's sizes have"
+        if self.preset is not None:
+            where = f"preset {self.preset!r} has"
+            hint = "; pass preset=None (or no preset) to take the sizes from the scenario"
+        else:
+            where = "the env's sizes have"
+            hint = "; the spaces are fixed at construction: build a new env with scenario=this one"
         if sc.S != self.S:
-            raise ScenarioError(f"scenario.S: {where} {self.S} sites (got {sc.S})")
+            raise ScenarioError(f"scenario.S: {where} {self.S} sites (got {sc.S}){hint}")
         if sc.K != self.K:
-            raise ScenarioError(f"scenario.K: {where} {self.K} inference classes (got {sc.K})")
+            raise ScenarioError(f"scenario.K: {where} {self.K} inference classes (got {sc.K}){hint}")
         if sc.J > self.n_slots:
-            raise ScenarioError(f"scenario.J: {where} {self.n_slots} job slots (got {sc.J} jobs)")
+            raise ScenarioError(f"scenario.J: {where} {self.n_slots} job slots (got {sc.J} jobs){hint}")
         if sc.T > self.T_max:
-            raise ScenarioError(f"scenario.T: {where} at most {self.T_max} periods (got {sc.T})")
+            raise ScenarioError(f"scenario.T: {where} at most {self.T_max} periods (got {sc.T}){hint}")
 
     def _prepare(self, sc: Scenario) -> None:
         """Precompute every scenario constant the step needs (once per scenario)."""
@@ -367,23 +387,19 @@ class CarbonAwareDCEnv(gym.Env[dict[str, np.ndarray], dict[str, np.ndarray]]):
         self._prepared = sc
 
     def _draw_forecasts(self) -> None:
-        """Draw this episode's forecast noise and build the scaled float32 observation blocks."""
-        H1 = self.H + 1
-        self._noise: dict[str, np.ndarray] | None = None
-        if self.forecast_noise == 0.0 and self._blocks_of is self._prepared:
+        """Draw this episode's forecasts from ``self.forecast_model`` with ``self.np_random`` (every
+        issue period and lead at once, see :mod:`envs.forecast`) and build the scaled float32
+        observation blocks. Exact forecasts draw nothing and reuse the scenario's blocks."""
+        exact = self.forecast_model.is_exact
+        if exact and self._blocks_of is self._prepared:
             return  # exact forecasts: the blocks of this scenario are already built
-        if self.forecast_noise > 0.0:
-            lead_sd = self.forecast_noise * np.sqrt(np.arange(H1))
-            self._noise = {}
-            for key in FORECAST_KEYS:
-                shape = self._windows[key].shape
-                eps = self.np_random.standard_normal(shape)
-                self._noise[key] = np.maximum(1.0 + lead_sd * eps, 0.0)
+        if exact:
+            self._fc_windows = self._windows
+        else:
+            self._fc_windows = self.forecast_model.draw(self.np_random, self._windows, period_h=self._dt)
         self._blocks: dict[str, np.ndarray] = {}
         for key in FORECAST_KEYS:
-            win = self._windows[key]
-            if self._noise is not None:
-                win = win * self._noise[key]
+            win = self._fc_windows[key]
             low = -OBS_BOUND if key.startswith("price") else 0.0
             block = np.clip(win / self._scales[key], low, OBS_BOUND).astype(np.float32)
             block.flags.writeable = False  # observations hand out read-only views of it
@@ -437,6 +453,7 @@ class CarbonAwareDCEnv(gym.Env[dict[str, np.ndarray], dict[str, np.ndarray]]):
             "action_mask": self._mask,
             "scenario_seed": sc_seed,
             "scenario": sc.name,
+            "forecast_level": self.forecast_model.name,
         }
 
     def step(self, action: dict[str, Any]) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
@@ -710,10 +727,7 @@ class CarbonAwareDCEnv(gym.Env[dict[str, np.ndarray], dict[str, np.ndarray]]):
         t = self._t
         out = {}
         for key in FORECAST_KEYS:
-            win = self._windows[key][t]
-            if self._noise is not None:
-                win = win * self._noise[key][t]
-            out[_SERIES_OF[key]] = np.array(win, dtype=np.float64)
+            out[_SERIES_OF[key]] = np.array(self._fc_windows[key][t], dtype=np.float64)
         return out
 
     def state_snapshot(self) -> OperatingState:
