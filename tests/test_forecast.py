@@ -1,0 +1,249 @@
+"""The forecast error model (envs/forecast.py) and its use by the env.
+
+Statistical tests use fixed seeds; each tolerance is stated next to it as a multiple of the
+estimate's standard error (with the effective sample size of independent rows x draws).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import envs  # noqa: F401  (registers the ids)
+from envs import CarbonAwareDCEnv, ScenarioError, make_scenario
+from envs.dc_env import FORECAST_KEYS
+from envs.forecast import (
+    LEVELS,
+    NAMED,
+    SERIES,
+    ForecastModel,
+    SeriesError,
+    forecast_model,
+    from_sigma,
+)
+
+ROWS, ISSUES, H = 400, 4, 24
+
+
+def truth_windows(value: float = 50.0) -> dict[str, np.ndarray]:
+    """Constant exact windows (ISSUES, ROWS, H+1) for every observation key."""
+    return {key: np.full((ISSUES, ROWS, H + 1), value) for key in FORECAST_KEYS}
+
+
+def stack_draws(
+    model: ForecastModel, key: str, n_draws: int, seed: int = 0, value: float = 50.0
+) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    w = truth_windows(value)
+    return np.stack([model.draw(rng, w)[key] for _ in range(n_draws)])  # (n, ISSUES, ROWS, H+1)
+
+
+@pytest.mark.parametrize("level", ["good", "typical", "poor"])
+@pytest.mark.parametrize("key", ["price_import", "carbon_intensity", "renewable", "demand"])
+def test_unbiased_and_spread_grows_with_lead_as_specified(level: str, key: str) -> None:
+    model = NAMED[level]
+    err = model.error(key)
+    n_draws = 10
+    fc = stack_draws(model, key, n_draws, seed=1)
+    rel = fc / 50.0 - 1.0  # relative error (for "level" prices the level is 50 too)
+    np.testing.assert_array_equal(rel[..., 0], 0.0)  # the current period is exact
+    n_eff = n_draws * ROWS  # issue times are correlated: count each (draw, row) once
+    sd_spec = err.sd(np.arange(1, H + 1))
+    mean = rel[..., 1:].reshape(-1, H).mean(axis=0)
+    sd = rel[..., 1:].reshape(-1, H).std(axis=0)
+    # Unbiased: |mean| within 5 standard errors at every lead.
+    assert np.all(np.abs(mean) < 5 * sd_spec / math.sqrt(n_eff)), (mean, sd_spec)
+    # Spread as specified within 10 % (lognormal tails make the sd estimate noisier than a normal's).
+    np.testing.assert_allclose(sd, sd_spec, rtol=0.10)
+    assert sd[23] > sd[11] > sd[5] > sd[0] > 0  # grows with lead
+
+
+def test_sigma_shorthand_keeps_the_old_spread_and_is_independent() -> None:
+    sigma = 0.05
+    model = forecast_model(sigma)
+    assert model is not NAMED["exact"] and model.sigma == sigma and model.noise == sigma
+    for key in SERIES:
+        np.testing.assert_allclose(model.error(key).sd(np.array([1, 4, 9])), sigma * np.array([1, 2, 3]))
+    fc = stack_draws(model, "cooling", 10, seed=2)
+    log = np.log(fc[..., 1:] / 50.0).reshape(-1, ISSUES, H)
+    r_lead = np.corrcoef(log[:, :, 5].ravel(), log[:, :, 6].ravel())[0, 1]
+    r_issue = np.corrcoef(log[:, 0, 5].ravel(), log[:, 1, 5].ravel())[0, 1]
+    assert abs(r_lead) < 0.05 and abs(r_issue) < 0.05  # 0 +- ~3 standard errors (n >= 4000)
+    assert forecast_model(0.0) is NAMED["exact"] and forecast_model("0.05") == model
+
+
+def test_correlation_across_leads_and_issue_times() -> None:
+    model = NAMED["typical"]
+    err = model.error("renewable")
+    fc = stack_draws(model, "renewable", 10, seed=3)
+    log = np.log(fc[..., 1:] / 50.0)  # s_l z - s_l^2/2: corr(log f) = corr(z)
+    log = np.moveaxis(log, 1, -2).reshape(-1, ISSUES, H)  # (draw*row, issue, lead)
+    lead = np.corrcoef(log[:, 0, 9], log[:, 0, 10])[0, 1]
+    lead2 = np.corrcoef(log[:, 0, 9], log[:, 0, 11])[0, 1]
+    issue = np.corrcoef(log[:, 0, 9], log[:, 1, 9])[0, 1]
+    # Standard error of a correlation near 0.9 with n = 4000 is (1 - r^2)/sqrt(n) ~ 0.003; allow 0.02.
+    assert abs(lead - err.rho_lead) < 0.02
+    assert abs(lead2 - err.rho_lead**2) < 0.02
+    assert abs(issue - err.rho_issue) < 0.02
+
+
+def test_export_price_shares_the_import_error() -> None:
+    rng = np.random.default_rng(4)
+    w = truth_windows()
+    w["price_export"] = 0.8 * w["price_import"]
+    out = NAMED["typical"].draw(rng, w)
+    np.testing.assert_allclose(out["price_export"], 0.8 * out["price_import"], rtol=1e-12)
+
+
+def test_never_negative_where_the_series_cannot_be() -> None:
+    rng = np.random.default_rng(5)
+    truth = np.abs(rng.standard_normal((30, 5, H + 1))) * 10.0
+    truth[:, :, ::3] = 0.0
+    w = {key: truth for key in FORECAST_KEYS}
+    for level in ("poor", 0.3):
+        out = forecast_model(level).draw(rng, w)
+        for key in ("carbon_intensity", "renewable", "cooling", "demand"):
+            assert out[key].min() >= 0.0
+            np.testing.assert_array_equal(out[key][truth == 0.0], 0.0)  # zero stays known (night solar)
+        for s in forecast_model(level).sample_around(rng, {k: v[0] for k, v in out.items()}, 50):
+            assert all(s[key].min() >= 0.0 for key in ("carbon_intensity", "renewable", "cooling", "demand"))
+    with pytest.raises(ValueError, match="renewable_mw"):
+        ForecastModel(renewable_mw=SeriesError(0.1, kind="level"))
+
+
+def test_prices_can_go_negative_with_a_level_error() -> None:
+    """A zero-price hour is uncertain under the level error (the sign can flip); truth at 0."""
+    rng = np.random.default_rng(6)
+    w = truth_windows()
+    w["price_import"][:, :, 12] = 0.0
+    out = NAMED["typical"].draw(rng, w)["price_import"][:, :, 12]
+    assert out.min() < 0.0 < out.max()
+
+
+def test_sample_around_is_unbiased_and_keeps_now() -> None:
+    env = CarbonAwareDCEnv(preset="paper", forecast_level="typical")
+    env.reset(seed=0)
+    fc = env.forecast()
+    n = 4000
+    samples = NAMED["typical"].sample_around(np.random.default_rng(7), fc, n)
+    assert len(samples) == n and samples[0].keys() == fc.keys()
+    for key, value in fc.items():
+        arr = np.stack([s[key] for s in samples])
+        assert arr.shape == (n, *value.shape)
+        np.testing.assert_array_equal(arr[:, :, 0], np.broadcast_to(value[:, 0], arr[:, :, 0].shape))
+        err = NAMED["typical"].error(key)
+        level = np.abs(value).mean(axis=1, keepdims=True) + 0 * value
+        scale = np.abs(value) if err.kind == "relative" else level
+        se = scale[:, 1:] * err.sd(np.arange(1, value.shape[1])) / math.sqrt(n)
+        assert np.all(np.abs(arr.mean(axis=0)[:, 1:] - value[:, 1:]) <= 5 * se + 1e-12), key
+        if err.sd_24 > 0 and np.abs(value[:, 1:]).max() > 0:
+            assert arr.std(axis=0)[:, 1:].max() > 0
+    exact = NAMED["exact"].sample_around(np.random.default_rng(7), fc, 2)
+    assert all(np.array_equal(s[k], fc[k]) for s in exact for k in fc)
+    with pytest.raises(ValueError, match="n"):
+        NAMED["typical"].sample_around(np.random.default_rng(7), fc, 0)
+
+
+def rollout(env: CarbonAwareDCEnv, seed: int, steps: int = 8) -> list:
+    obs, _ = env.reset(seed=seed)
+    env.action_space.seed(seed)
+    out = [obs, env.forecast()]
+    for _ in range(steps):
+        obs, *_ = env.step(env.action_space.sample())
+        out += [obs, env.forecast()]
+    return out
+
+
+def padded(series: np.ndarray) -> np.ndarray:
+    """The exact window issued at period 0 (H = 24): the series, its last value repeated."""
+    return np.concatenate([series, np.repeat(series[:, -1:], H + 1, axis=1)], axis=1)[:, : H + 1]
+
+
+def same(a, b) -> bool:
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_exact_reproduces_the_exact_observations_bit_for_bit() -> None:
+    sc = make_scenario("paper", 2)
+    a = rollout(CarbonAwareDCEnv(scenario=sc, forecast_level="exact"), 0)
+    b = rollout(CarbonAwareDCEnv(scenario=sc, forecast_noise=0.0), 0)
+    c = rollout(CarbonAwareDCEnv(scenario=sc), 0)
+    assert all(same(x, y) and same(x, z) for x, y, z in zip(a, b, c, strict=True))
+    # ... and they are the scaled truth: window t of the series, lead l = period t + l.
+    obs = a[0]
+    np.testing.assert_array_equal(obs["price_import"], (padded(sc.price_import) / 200.0).astype(np.float32))
+    np.testing.assert_array_equal(a[1]["renewable_mw"], padded(sc.renewable_mw))
+    rng = np.random.default_rng(0)
+    state = rng.bit_generator.state
+    w = truth_windows()
+    out = NAMED["exact"].draw(rng, w)
+    assert all(out[k] is w[k] for k in w) and rng.bit_generator.state == state  # no RNG use
+
+
+def test_same_seed_same_forecasts_and_recorded() -> None:
+    sc = make_scenario("paper", 0)
+    a = rollout(CarbonAwareDCEnv(scenario=sc, forecast_level="typical"), 3)
+    b = rollout(CarbonAwareDCEnv(scenario=sc, forecast_level="typical"), 3)
+    c = rollout(CarbonAwareDCEnv(scenario=sc, forecast_level="typical"), 4)
+    assert all(same(x, y) for x, y in zip(a, b, strict=True))
+    assert not same(a[1], c[1])
+    env = CarbonAwareDCEnv(scenario=sc, forecast_level="typical")
+    _, info = env.reset(seed=3)
+    assert info["forecast_level"] == "typical"
+    assert forecast_model(env.forecast_model.to_dict()) == NAMED["typical"]
+    fc = env.forecast()
+    np.testing.assert_array_equal(fc["price_import"][:, 0], sc.price_import[:, 0])
+    assert not np.allclose(fc["price_import"][:, 1:], padded(sc.price_import)[:, 1:])
+
+
+def test_gym_make_takes_forecast_level() -> None:
+    env = gym.make("CarbonAwareDC-v0", forecast_level="poor")
+    obs, info = env.reset(seed=0)
+    assert info["forecast_level"] == "poor" and env.unwrapped.forecast_model is NAMED["poor"]
+    assert env.observation_space.contains(obs)
+    for _ in range(24):
+        obs, *_ = env.step(env.action_space.sample())
+        assert env.observation_space.contains(obs)
+    flat = gym.make("CarbonAwareDC-Flat-v0", forecast_level=0.1)
+    assert flat.unwrapped.forecast_model.sigma == 0.1
+    assert flat.observation_space.contains(flat.reset(seed=0)[0])
+
+
+def test_bad_forecast_arguments_fail_early_and_name_the_field() -> None:
+    with pytest.raises(ValueError, match=r"forecast_level.*forecast_noise"):
+        CarbonAwareDCEnv(forecast_level="typical", forecast_noise=0.1)
+    assert CarbonAwareDCEnv(forecast_level=0.1, forecast_noise=0.1).forecast_model.sigma == 0.1
+    with pytest.raises(ValueError, match="forecast_level: unknown level 'typcal'"):
+        CarbonAwareDCEnv(forecast_level="typcal")
+    with pytest.raises(ValueError, match="forecast_noise"):
+        CarbonAwareDCEnv(forecast_noise=-0.1)
+    with pytest.raises(ValueError, match="forecast_noise"):
+        CarbonAwareDCEnv(forecast_noise=float("nan"))
+    with pytest.raises(ValueError, match="my_sigma"):
+        from_sigma(-1.0, field="my_sigma")
+    with pytest.raises(ValueError, match="rho_lead"):
+        SeriesError(0.1, rho_lead=1.0)
+    assert LEVELS == ("exact", "good", "typical", "poor") and set(LEVELS) <= set(NAMED)
+    sds = [[NAMED[lvl].error(k).sd_24 for k in SERIES] for lvl in LEVELS]
+    assert np.all(np.diff(np.array(sds), axis=0) > 0)  # each level is worse on every series
+
+
+def test_shapes_come_from_a_given_scenario_unless_a_preset_is_asked_for() -> None:
+    week = make_scenario("week", 0)
+    env = CarbonAwareDCEnv(scenario=week)
+    assert (env.S, env.K, env.n_slots, env.T_max) == (week.S, week.K, week.J, week.T) == (5, 6, 40, 168)
+    obs, _ = env.reset(seed=0)
+    assert env.observation_space.contains(obs) and obs["jobs"].shape[0] == 40
+    assert gym.make("CarbonAwareDC-v0", scenario=week).unwrapped.S == 5
+    assert CarbonAwareDCEnv().preset == "paper"  # no scenario, no preset: the paper preset
+    paper = make_scenario("paper", 0)
+    seven = paper.replace(jobs=(*paper.jobs, dataclasses.replace(paper.jobs[0], name="extra")))
+    assert CarbonAwareDCEnv(scenario=seven).n_slots == 7
+    with pytest.raises(ScenarioError, match=r"scenario\.J: preset 'paper' has 6 job slots.*pass preset=None"):
+        CarbonAwareDCEnv(scenario=seven, preset="paper")
+    with pytest.raises(ScenarioError, match=r"scenario\.S: .*pass preset=None"):
+        CarbonAwareDCEnv(scenario=week, preset="paper")
