@@ -24,15 +24,11 @@ skill of docs/env.md's table; the scalar ``sigma`` keeps the env's old meaning (
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -319,84 +315,3 @@ def forecast_model(spec: str | float | ForecastModel | Mapping[str, Any] | None)
     if isinstance(spec, (int, float)) and not isinstance(spec, bool):
         return from_sigma(float(spec))
     raise ValueError(f"forecast_level: expected a level name, a number or a ForecastModel (got {spec!r})")
-
-
-# ---------------------------------------------------------------------- plot of forecast fans
-def plot_fans(
-    path: str | Path, preset: str = "paper", seed: int = 0, n: int = 200, horizon: int = 24
-) -> Path:
-    """Write a PNG of forecast fans (5-95 % bands per level and the truth) for site 0 / class 0 of
-    ``make_scenario(preset, seed)`` issued at period 0, drawn through the env (n resets)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from envs.dc_env import CarbonAwareDCEnv
-    from envs.presets import make_scenario
-
-    sc = make_scenario(preset, seed)
-    leads = np.arange(horizon + 1)
-    titles = {
-        "price_import": "import price (USD/MWh)",
-        "price_export": "export price (USD/MWh)",
-        "carbon_intensity": "carbon intensity (t/MWh)",
-        "renewable_mw": "renewables (MW)",
-        "cooling": "cooling (MW per IT MW)",
-        "demand_gpus": "inference demand, class 0 (GPUs)",
-    }
-    colors = {"good": "tab:green", "typical": "tab:blue", "poor": "tab:red"}
-    fig, axes = plt.subplots(2, 3, figsize=(13, 7), constrained_layout=True)
-    for level, color in colors.items():
-        env = CarbonAwareDCEnv(scenario=sc, forecast_horizon=horizon, forecast_level=level)
-        draws = []
-        for i in range(n):
-            env.reset(seed=i)
-            draws.append(env.forecast())
-        for ax, key in zip(axes.flat, SERIES, strict=True):
-            fans = np.stack([d[key][0] for d in draws])
-            lo, hi = np.percentile(fans, [5, 95], axis=0)
-            ax.fill_between(leads, lo, hi, color=color, alpha=0.18, label=f"{level} 5-95 %")
-            ax.plot(leads, fans[0], color=color, lw=0.9, alpha=0.9)
-    for ax, key in zip(axes.flat, SERIES, strict=True):
-        truth = getattr(sc, key)[0]
-        pad = np.concatenate([truth, np.repeat(truth[-1:], horizon + 1)])[: horizon + 1]
-        ax.plot(leads, pad, color="black", lw=1.8, label="truth")
-        ax.set_title(titles[key] + (", site 0" if key != "demand_gpus" else ""), fontsize=10)
-        ax.set_xlabel("lead (h)")
-        ax.grid(alpha=0.3)
-    axes.flat[0].legend(fontsize=8, loc="upper left")
-    fig.suptitle(f"Forecast fans issued at period 0 ({sc.name}; one sample path per level, {n} draws)")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110, format="png")
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m envs.forecast --plot docs/img/forecast_fans.png``: the docs' fan plot; without
-    ``--plot``, print the levels' parameters."""
-    parser = argparse.ArgumentParser(prog="python -m envs.forecast", description=__doc__.splitlines()[0])
-    parser.add_argument("--plot", type=Path, help="write the forecast-fan PNG here")
-    parser.add_argument("--preset", default="paper")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    if args.plot is not None:
-        print(plot_fans(args.plot, preset=args.preset, seed=args.seed))
-        return
-    for level in LEVELS:
-        model = NAMED[level]
-        row = ", ".join(f"{key} {model.error(key).sd_24:.2f}" for key in SERIES)
-        print(f"{level:8s} sd_24: {row}")
-
-
-if __name__ == "__main__":
-    main()
