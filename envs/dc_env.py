@@ -416,7 +416,10 @@ class CarbonAwareDCEnv(gym.Env[dict[str, np.ndarray], dict[str, np.ndarray]]):
             sc, sc_seed = self._given, None
         else:
             if self.preset is None:
-                raise ScenarioError("preset: None needs a scenario")
+                raise ScenarioError(
+                    "preset: None, and no scenario set; this env took its sizes from a scenario: "
+                    "call set_scenario(sc), or build the env with preset=... to draw scenarios"
+                )
             if self.seed_scenarios:
                 sc_seed = int(self.scenario_seeds[int(self.np_random.integers(len(self.scenario_seeds)))])
             else:

@@ -168,6 +168,23 @@ def test_scenario_sizes_must_match_the_preset():
     assert env.reset(seed=1)[1]["scenario"] == "paper-s3"
 
 
+def test_shapes_come_from_a_given_scenario_unless_a_preset_is_asked_for() -> None:
+    week = make_scenario("week", 0)
+    env = CarbonAwareDCEnv(scenario=week)
+    assert (env.S, env.K, env.n_slots, env.T_max) == (week.S, week.K, week.J, week.T) == (5, 6, 40, 168)
+    obs, _ = env.reset(seed=0)
+    assert env.observation_space.contains(obs) and obs["jobs"].shape[0] == 40
+    assert gym.make("CarbonAwareDC-v0", scenario=week).unwrapped.S == 5
+    assert CarbonAwareDCEnv().preset == "paper"  # no scenario, no preset: the paper preset
+    paper = make_scenario("paper", 0)
+    seven = paper.replace(jobs=(*paper.jobs, TrainingJob("extra", 1000, 4, 0, 10, 1.0, (True, True, True))))
+    assert CarbonAwareDCEnv(scenario=seven).n_slots == 7
+    with pytest.raises(ScenarioError, match=r"scenario\.J: preset 'paper' has 6 job slots.*pass preset=None"):
+        CarbonAwareDCEnv(scenario=seven, preset="paper")
+    with pytest.raises(ScenarioError, match=r"scenario\.S: .*pass preset=None"):
+        CarbonAwareDCEnv(scenario=week, preset="paper")
+
+
 def test_reset_draws_scenarios_from_the_seed_range():
     env = CarbonAwareDCEnv(preset="paper", scenario_seeds=range(1000, 1010))
     seeds = {env.reset(seed=s)[1]["scenario_seed"] for s in range(20)}

@@ -6,7 +6,6 @@ estimate's standard error (with the effective sample size of independent rows x 
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import gymnasium as gym
@@ -14,7 +13,7 @@ import numpy as np
 import pytest
 
 import envs  # noqa: F401  (registers the ids)
-from envs import CarbonAwareDCEnv, ScenarioError, make_scenario
+from envs import CarbonAwareDCEnv, make_scenario
 from envs.dc_env import FORECAST_KEYS
 from envs.forecast import (
     LEVELS,
@@ -230,20 +229,3 @@ def test_bad_forecast_arguments_fail_early_and_name_the_field() -> None:
     assert LEVELS == ("exact", "good", "typical", "poor") and set(LEVELS) <= set(NAMED)
     sds = [[NAMED[lvl].error(k).sd_24 for k in SERIES] for lvl in LEVELS]
     assert np.all(np.diff(np.array(sds), axis=0) > 0)  # each level is worse on every series
-
-
-def test_shapes_come_from_a_given_scenario_unless_a_preset_is_asked_for() -> None:
-    week = make_scenario("week", 0)
-    env = CarbonAwareDCEnv(scenario=week)
-    assert (env.S, env.K, env.n_slots, env.T_max) == (week.S, week.K, week.J, week.T) == (5, 6, 40, 168)
-    obs, _ = env.reset(seed=0)
-    assert env.observation_space.contains(obs) and obs["jobs"].shape[0] == 40
-    assert gym.make("CarbonAwareDC-v0", scenario=week).unwrapped.S == 5
-    assert CarbonAwareDCEnv().preset == "paper"  # no scenario, no preset: the paper preset
-    paper = make_scenario("paper", 0)
-    seven = paper.replace(jobs=(*paper.jobs, dataclasses.replace(paper.jobs[0], name="extra")))
-    assert CarbonAwareDCEnv(scenario=seven).n_slots == 7
-    with pytest.raises(ScenarioError, match=r"scenario\.J: preset 'paper' has 6 job slots.*pass preset=None"):
-        CarbonAwareDCEnv(scenario=seven, preset="paper")
-    with pytest.raises(ScenarioError, match=r"scenario\.S: .*pass preset=None"):
-        CarbonAwareDCEnv(scenario=week, preset="paper")
