@@ -70,7 +70,9 @@ class TraceRecorder:
         self._degr = site("degradation_usd_per_mwh")
         self._revenue = scenario.class_array("revenue_usd_per_gpu_h")
 
-    def add(self, period: int, action: dict[str, Any], info: dict[str, Any], state_after: OperatingState) -> None:
+    def add(
+        self, period: int, action: dict[str, Any], info: dict[str, Any], state_after: OperatingState
+    ) -> None:
         """Record period ``period``: the Dict ``action`` sent, the step's ``info`` and the
         ``state_snapshot()`` after the step (its ``job_starts`` tell which jobs started now)."""
         sc, t, dt = self.scenario, int(period), float(self.scenario.dt_h)
@@ -98,7 +100,9 @@ class TraceRecorder:
         }
         for key, values in site_terms.items():
             if not np.isclose(values.sum(), terms[key], rtol=1e-9, atol=1e-6):
-                raise RuntimeError(f"trace: {key} per site sums to {values.sum()!r}, the env says {terms[key]!r}")
+                raise RuntimeError(
+                    f"trace: {key} per site sums to {values.sum()!r}, the env says {terms[key]!r}"
+                )
         repairs = " ".join(sorted(info["repairs"]))
         names = [c.name for c in sc.classes]
         for s, site in enumerate(sc.sites):
@@ -119,7 +123,13 @@ class TraceRecorder:
                 row[key] = float(site_terms[key][s]) if key in site_terms else 0.0
             row["repairs"] = repairs
             self.rows.append(row)
-        system: dict[str, Any] = {"period": t, "site": -1, "site_name": "system", "starts": "", "repairs": repairs}
+        system: dict[str, Any] = {
+            "period": t,
+            "site": -1,
+            "site_name": "system",
+            "starts": "",
+            "repairs": repairs,
+        }
         for key in REWARD_KEYS:
             system[key] = float(terms[key]) if key in SYSTEM_TERMS else 0.0
         system["emissions_t"] = float(info["emissions_t"])
