@@ -4,7 +4,7 @@
     python train.py --timesteps 20000 --out runs/quick --bc-scenarios 50 --dagger-rounds 0
     python train.py --resume                # continue an interrupted run from its last checkpoint
 
-The pipeline is :func:`agents.sb3.train_agent`; this file only parses the flags. See docs/training.md.
+The pipeline is :func:`agents.pipeline.train_agent`; this file only parses the flags. See docs/training.md.
 """
 
 from __future__ import annotations
@@ -12,13 +12,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from agents.sb3 import ALGOS, Interrupted, TrainConfig, train_agent
+from agents.pipeline import Interrupted, TrainConfig, train_agent
+from agents.sb3 import ALGOS
 from envs.presets import PRESETS
 from oracle.executor import add_backend_args
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The command-line flags (defaults from :class:`agents.sb3.TrainConfig`)."""
+    """The command-line flags (defaults from :class:`agents.pipeline.TrainConfig`)."""
     d = TrainConfig()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--algo", choices=sorted(ALGOS), default=d.algo, help="RL algorithm (default ppo)")

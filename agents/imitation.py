@@ -540,6 +540,12 @@ def dagger_round(
     return data, stats
 
 
+def dagger_validation_seeds(round_seeds: Sequence[int]) -> list[int]:
+    """The share of a DAgger round's scenarios (the first tenth, at least one) kept for validation
+    when the policy is retrained on the aggregated dataset."""
+    return list(round_seeds[: max(1, len(round_seeds) // 10)])
+
+
 # ----------------------------------------------------------------------------- behaviour cloning
 @dataclass
 class BCConfig:

@@ -3,11 +3,14 @@
 - :func:`bar_plot`: per-policy mean benefit and emissions with their 95 % bootstrap CIs;
 - :func:`dispatch_plot`: one episode's dispatch: per-site power stack (renewables used, generator,
   battery discharge, grid import) against load, battery charging and grid export below zero; state of
-  charge; carbon intensity.
+  charge; carbon intensity;
+- :func:`plot_learning_curve`: a training run's imitation losses per epoch and validation score per
+  fine-tuning step (``learning_curve.png`` of :mod:`agents.pipeline`).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -105,3 +108,37 @@ def summary_plots(report: Any, out_dir: str | Path) -> dict[str, Path]:
     m = report.meta
     title = f"{m['preset']}, {len(m['seeds'])} held-out seeds"
     return {"bars": bar_plot(report.summary, Path(out_dir) / "benefit_emissions.png", title)}
+
+
+def plot_learning_curve(
+    path: str | Path, bc_info: dict[str, Any] | None, history: list[dict[str, Any]]
+) -> Path:
+    """Two panels: BC losses per epoch (all rounds), validation % of oracle per training step."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    ax = axes[0]
+    if bc_info:
+        offset = 0
+        for rnd in bc_info["rounds"]:
+            epochs = rnd["epochs"]
+            x = [offset + e["epoch"] + 1 for e in epochs]
+            label = "BC" if rnd["round"] == 0 else f"DAgger {rnd['round']}"
+            ax.plot(x, [e["train_loss"] for e in epochs], lw=1, label=f"{label} train")
+            ax.plot(x, [e["val_loss"] for e in epochs], lw=1, ls="--", label=f"{label} validation")
+            offset = x[-1] if x else offset
+        ax.set_yscale("log")
+        ax.legend(fontsize=7)
+    ax.set_xlabel("epoch")
+    ax.set_title("imitation loss")
+    ax = axes[1]
+    if history:
+        ax.plot([h["timesteps"] for h in history], [h["pct_of_oracle"] for h in history], "o-")
+    ax.axhline(100.0, color="k", lw=0.5)
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("% of oracle benefit (validation)")
+    ax.set_title("fine-tuning")
+    fig.tight_layout()
+    tmp = Path(f"{path}.tmp")
+    fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    os.replace(tmp, path)
+    return Path(path)

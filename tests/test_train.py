@@ -1,4 +1,5 @@
-"""The SB3 side (agents/sb3.py) and train.py end to end, including --resume."""
+"""The SB3 glue (agents/sb3.py), the safety layer (agents/safety.py) and train.py end to end
+(agents/pipeline.py), including --resume."""
 
 from __future__ import annotations
 
@@ -12,16 +13,8 @@ import numpy as np
 import pytest
 
 from agents.ensemble import read_manifest
-from agents.sb3 import (
-    ALGOS,
-    DictPolicy,
-    action_mask_from_obs,
-    algo_of,
-    load_policy,
-    make_model,
-    make_vec_env,
-    project_action,
-)
+from agents.safety import action_mask_from_obs, project_action
+from agents.sb3 import ALGOS, DictPolicy, algo_of, load_policy, make_model, make_vec_env
 from envs.dc_env import CarbonAwareDCEnv
 
 REPO = Path(__file__).resolve().parents[1]
