@@ -116,6 +116,13 @@ class Model:
     started_before: frozenset[int] = frozenset()
     fixed_workload: bool = False
     battery_binary: bool = False
+    suffix: str = ""
+    """Appended to every variable and row name: ``""`` for one scenario, ``_w00``, ``_w01``, … else."""
+    members: list[Model] = field(default_factory=list)
+    """The other scenarios' sub-models (same ``prob``), with a scenario dimension; see
+    :func:`build_model`'s ``scenarios``. This model is scenario 0, whose plan :func:`oracle.solve.extract`
+    reads."""
+    nonanticipative_periods: int = 0
 
     @property
     def periods(self) -> range:
@@ -126,12 +133,26 @@ class Model:
         return self.t_end - self.t0
 
     def integer_variables(self) -> list[pulp.LpVariable]:
-        """Every binary variable (job starts, battery mode ``b``, grid direction ``g``)."""
-        return [*self.start.values(), *self.b.values(), *self.g.values()]
+        """Every binary variable (job starts, battery mode ``b``, grid direction ``g``), of every scenario."""
+        own = [*self.start.values(), *self.b.values(), *self.g.values()]
+        return own + [var for member in self.members for var in member.integer_variables()]
+
+    @property
+    def scenario_models(self) -> list[Model]:
+        """Scenario 0 (this model) and the other scenarios' sub-models, in scenario order."""
+        return [self, *self.members]
 
 
-def _add(prob: pulp.LpProblem, expr: pulp.LpAffineExpression, sense: int, rhs: float, name: str) -> None:
-    prob.addConstraint(pulp.LpConstraint(expr, sense, name, rhs))
+def _add(m: Model, expr: pulp.LpAffineExpression, sense: int, rhs: float, name: str) -> None:
+    """Add the row ``name`` (plus the model's scenario suffix) to ``m.prob``."""
+    m.prob.addConstraint(pulp.LpConstraint(expr, sense, name + m.suffix, rhs))
+
+
+def _var(
+    m: Model, name: str, low: float | None = None, up: float | None = None, cat: str = pulp.LpContinuous
+) -> pulp.LpVariable:
+    """A new variable ``name`` (plus the model's scenario suffix) of ``m.prob``."""
+    return m.prob.add_variable(name + m.suffix, low, up, cat)
 
 
 def add_variables(m: Model, workload: tuple[list[Key3], np.ndarray] | None) -> None:
@@ -158,11 +179,11 @@ def add_variables(m: Model, workload: tuple[list[Key3], np.ndarray] | None) -> N
                 if not job.eligible[s] or job.gpus > sc.sites[s].gpu_capacity:
                     continue
                 for t in range(first, last + 1):
-                    m.start[j, s, t] = m.prob.add_variable(f"start_j{j:03d}_s{s:02d}_t{t:03d}", cat=binary)
+                    m.start[j, s, t] = _var(m, f"start_j{j:03d}_s{s:02d}_t{t:03d}", cat=binary)
     else:
         starts, _ = workload
         for j, s, t in starts:
-            var = m.prob.add_variable(f"start_j{j:03d}_s{s:02d}_t{t:03d}", cat=binary)
+            var = _var(m, f"start_j{j:03d}_s{s:02d}_t{t:03d}", cat=binary)
             var.lowBound = 1  # after construction: PuLP resets a binary's bounds to 0..1
             m.start[j, s, t] = var
     for k in range(sc.K):
@@ -174,29 +195,27 @@ def add_variables(m: Model, workload: tuple[list[Key3], np.ndarray] | None) -> N
                 name = f"serve_k{k:02d}_s{s:02d}_t{t:03d}"
                 if workload is None:
                     ub = min(demand, float(sc.sites[s].gpu_capacity))
-                    m.serve[k, s, t] = m.prob.add_variable(name, 0.0, ub, cont)
+                    m.serve[k, s, t] = _var(m, name, 0.0, ub, cont)
                 else:
                     value = float(workload[1][k, s, t])
-                    m.serve[k, s, t] = m.prob.add_variable(name, value, value, cont)
-            m.unserved[k, t] = m.prob.add_variable(f"unserved_k{k:02d}_t{t:03d}", 0.0, demand, cont)
+                    m.serve[k, s, t] = _var(m, name, value, value, cont)
+            m.unserved[k, t] = _var(m, f"unserved_k{k:02d}_t{t:03d}", 0.0, demand, cont)
     for s, site in enumerate(sc.sites):
         for t in m.periods:
             key = (s, t)
             tag = f"s{s:02d}_t{t:03d}"
             if site.gen_capacity_mw > 0:
-                m.gen[key] = m.prob.add_variable(f"gen_{tag}", 0.0, site.gen_capacity_mw, cont)
+                m.gen[key] = _var(m, f"gen_{tag}", 0.0, site.gen_capacity_mw, cont)
             if site.capacity_mwh > 0:
-                m.charge[key] = m.prob.add_variable(f"charge_{tag}", 0.0, site.charge_mw, cont)
-                m.discharge[key] = m.prob.add_variable(f"discharge_{tag}", 0.0, site.discharge_mw, cont)
-                m.soc[key] = m.prob.add_variable(f"soc_{tag}", site.soc_min_mwh, site.soc_max_mwh, cont)
+                m.charge[key] = _var(m, f"charge_{tag}", 0.0, site.charge_mw, cont)
+                m.discharge[key] = _var(m, f"discharge_{tag}", 0.0, site.discharge_mw, cont)
+                m.soc[key] = _var(m, f"soc_{tag}", site.soc_min_mwh, site.soc_max_mwh, cont)
             if site.import_limit_mw > 0:
-                m.grid_import[key] = m.prob.add_variable(f"import_{tag}", 0.0, site.import_limit_mw, cont)
+                m.grid_import[key] = _var(m, f"import_{tag}", 0.0, site.import_limit_mw, cont)
             if site.export_limit_mw > 0 and sc.price_export[s, t] > 0:
-                m.grid_export[key] = m.prob.add_variable(f"export_{tag}", 0.0, site.export_limit_mw, cont)
+                m.grid_export[key] = _var(m, f"export_{tag}", 0.0, site.export_limit_mw, cont)
             if sc.renewable_mw[s, t] > RENEWABLE_EPS_MW:
-                m.renewable_used[key] = m.prob.add_variable(
-                    f"renewable_{tag}", 0.0, float(sc.renewable_mw[s, t]), cont
-                )
+                m.renewable_used[key] = _var(m, f"renewable_{tag}", 0.0, float(sc.renewable_mw[s, t]), cont)
 
 
 def add_job_assignment(m: Model) -> None:
@@ -218,9 +237,9 @@ def add_job_assignment(m: Model) -> None:
             continue
         expr = pulp.LpAffineExpression([(var, 1.0) for var in by_job.get(j, [])])
         if job.mandatory and job.latest_start < m.t_end:
-            _add(m.prob, expr, pulp.LpConstraintEQ, 1.0, f"once_j{j:03d}")
+            _add(m, expr, pulp.LpConstraintEQ, 1.0, f"once_j{j:03d}")
         elif by_job.get(j):
-            _add(m.prob, expr, pulp.LpConstraintLE, 1.0, f"once_j{j:03d}")
+            _add(m, expr, pulp.LpConstraintLE, 1.0, f"once_j{j:03d}")
 
 
 def add_inference_balance(m: Model) -> None:
@@ -231,7 +250,7 @@ def add_inference_balance(m: Model) -> None:
             terms = [(m.serve[k, s, t], 1.0) for s in range(sc.S) if (k, s, t) in m.serve]
             terms.append((m.unserved[k, t], 1.0))
             _add(
-                m.prob,
+                m,
                 pulp.LpAffineExpression(terms),
                 pulp.LpConstraintEQ,
                 float(sc.demand_gpus[k, t]),
@@ -267,10 +286,10 @@ def add_gpu_capacity(m: Model) -> None:
         for i, t in enumerate(m.periods):
             tag = f"s{s:02d}_t{t:03d}"
             free = max(0.0, float(site.gpu_capacity) - float(m.held_gpus[s, i]))
-            busy = m.busy[s, t] = m.prob.add_variable(f"busy_{tag}", 0.0, free, pulp.LpContinuous)
+            busy = m.busy[s, t] = _var(m, f"busy_{tag}", 0.0, free, pulp.LpContinuous)
             terms = [(busy, 1.0), *((var, -coef) for var, coef in rows.get((s, t), []))]
             terms += [(m.serve[k, s, t], -1.0) for k in range(sc.K) if (k, s, t) in m.serve]
-            _add(m.prob, pulp.LpAffineExpression(terms), pulp.LpConstraintEQ, 0.0, f"gpus_{tag}")
+            _add(m, pulp.LpAffineExpression(terms), pulp.LpConstraintEQ, 0.0, f"gpus_{tag}")
 
 
 def add_it_power(m: Model) -> None:
@@ -303,7 +322,7 @@ def add_power_balance(m: Model) -> None:
             terms += [(m.renewable_used.get(key), -1.0), (m.gen.get(key), -1.0)]
             terms += [(m.discharge.get(key), -1.0), (m.grid_import.get(key), -1.0)]
             expr = expr + pulp.LpAffineExpression([(v, c) for v, c in terms if v is not None])
-            _add(m.prob, expr, pulp.LpConstraintEQ, 0.0, f"balance_s{s:02d}_t{t:03d}")
+            _add(m, expr, pulp.LpConstraintEQ, 0.0, f"balance_s{s:02d}_t{t:03d}")
 
 
 def add_battery(m: Model) -> None:
@@ -334,14 +353,14 @@ def add_battery(m: Model) -> None:
             key, tag = (s, t), f"s{s:02d}_t{t:03d}"
             ch, dis, soc = m.charge[key], m.discharge[key], m.soc[key]
             dyn = soc - prev - sc.dt_h * site.eta_charge * ch + (sc.dt_h / site.eta_discharge) * dis
-            _add(m.prob, dyn, pulp.LpConstraintEQ, 0.0, f"soc_{tag}")
+            _add(m, dyn, pulp.LpConstraintEQ, 0.0, f"soc_{tag}")
             if site.charge_mw <= 0 or site.discharge_mw <= 0:
                 pass  # one direction is fixed at 0 by its bound: nothing to exclude
             elif m.battery_binary:
-                b = m.b[key] = m.prob.add_variable(f"bmode_{tag}", cat=pulp.LpBinary)
-                _add(m.prob, ch - site.charge_mw * b, pulp.LpConstraintLE, 0.0, f"chmode_{tag}")
+                b = m.b[key] = _var(m, f"bmode_{tag}", cat=pulp.LpBinary)
+                _add(m, ch - site.charge_mw * b, pulp.LpConstraintLE, 0.0, f"chmode_{tag}")
                 _add(
-                    m.prob,
+                    m,
                     dis + site.discharge_mw * b,
                     pulp.LpConstraintLE,
                     site.discharge_mw,
@@ -349,10 +368,10 @@ def add_battery(m: Model) -> None:
                 )
             else:
                 hull = (1.0 / site.charge_mw) * ch + (1.0 / site.discharge_mw) * dis
-                _add(m.prob, hull, pulp.LpConstraintLE, 1.0, f"mode_{tag}")
+                _add(m, hull, pulp.LpConstraintLE, 1.0, f"mode_{tag}")
             prev = soc
         _add(
-            m.prob,
+            m,
             pulp.LpAffineExpression([(prev, 1.0)]),
             pulp.LpConstraintGE,
             float(m.terminal_soc_mwh[s]),
@@ -396,11 +415,11 @@ def add_grid(m: Model) -> None:
                 continue
             if exp is None and key not in m.renewable_used:
                 continue
-            g = m.g[key] = m.prob.add_variable(f"gdir_{tag}", cat=pulp.LpBinary)
-            _add(m.prob, imp - site.import_limit_mw * g, pulp.LpConstraintLE, 0.0, f"gimp_{tag}")
+            g = m.g[key] = _var(m, f"gdir_{tag}", cat=pulp.LpBinary)
+            _add(m, imp - site.import_limit_mw * g, pulp.LpConstraintLE, 0.0, f"gimp_{tag}")
             if exp is not None:
                 _add(
-                    m.prob,
+                    m,
                     exp + site.export_limit_mw * g,
                     pulp.LpConstraintLE,
                     site.export_limit_mw,
@@ -408,7 +427,7 @@ def add_grid(m: Model) -> None:
                 )
             if key in m.renewable_used:
                 ren = float(sc.renewable_mw[s, t])
-                _add(m.prob, m.renewable_used[key] - ren * g, pulp.LpConstraintGE, 0.0, f"selfuse_{tag}")
+                _add(m, m.renewable_used[key] - ren * g, pulp.LpConstraintGE, 0.0, f"selfuse_{tag}")
 
 
 def add_emissions(m: Model) -> None:
@@ -420,7 +439,7 @@ def add_emissions(m: Model) -> None:
     terms += [(var, sc.sites[s].gen_emissions_t_per_mwh * sc.dt_h) for (s, t), var in m.gen.items()]
     m.emissions = pulp.LpAffineExpression([(v, c) for v, c in terms if c != 0.0])
     if m.budget_remaining_t is not None:
-        _add(m.prob, m.emissions, pulp.LpConstraintLE, m.budget_remaining_t, "carbon_budget")
+        _add(m, m.emissions, pulp.LpConstraintLE, m.budget_remaining_t, "carbon_budget")
 
 
 def set_objective(m: Model) -> None:
@@ -431,12 +450,26 @@ def set_objective(m: Model) -> None:
              - degradation·(charge + discharge))·dt_h - carbon_price·E
 
     With ``objective="emissions"`` the model instead minimises ``E`` (used to diagnose budgets).
+    With N scenarios (:func:`build_model`'s ``scenarios``) the objective is the mean over them,
+    ``(1/N)·Σ_w benefit_w`` (sample average), built from the same terms per scenario.
     """
-    sc, dt = m.scenario, m.scenario.dt_h
+    models = m.scenario_models
+    weight = 1.0 / len(models)
     if m.objective == "emissions":
         m.prob.sense = pulp.LpMinimize
-        m.prob.setObjective(m.emissions)
+        total = m.emissions if len(models) == 1 else pulp.lpSum(weight * w.emissions for w in models)
+        m.prob.setObjective(total)
         return
+    m.prob.sense = pulp.LpMaximize
+    if len(models) == 1:
+        m.prob.setObjective(_benefit(m))
+    else:
+        m.prob.setObjective(pulp.lpSum(weight * _benefit(w) for w in models))
+
+
+def _benefit(m: Model) -> pulp.LpAffineExpression:
+    """The §5 benefit (USD) of one scenario's variables."""
+    sc, dt = m.scenario, m.scenario.dt_h
     terms: list[tuple[pulp.LpVariable, float]] = []
     terms += [(var, sc.jobs[j].value_usd) for (j, _, _), var in m.start.items()]
     rev = sc.class_array("revenue_usd_per_gpu_h")
@@ -451,8 +484,7 @@ def set_objective(m: Model) -> None:
     objective = pulp.LpAffineExpression([(v, c) for v, c in terms if c != 0.0])
     if sc.carbon_price_usd_per_t:
         objective = objective - sc.carbon_price_usd_per_t * m.emissions
-    m.prob.sense = pulp.LpMaximize
-    m.prob.setObjective(objective)
+    return objective
 
 
 # ------------------------------------------------------------------------------------------- build
@@ -518,6 +550,8 @@ def build_model(
     relax_budget: bool = False,
     battery_binary: bool = False,
     workload: tuple[Sequence[Key3], np.ndarray] | None = None,
+    scenarios: Sequence[Scenario] | None = None,
+    nonanticipative_periods: int = 1,
 ) -> Model:
     """Build the MILP of ``config`` (MODEL.md §6) for ``scenario`` from ``initial_state`` over ``window``.
 
@@ -540,7 +574,96 @@ def build_model(
         workload: ``energy_only`` only: the fixed workload instead of the carbon-agnostic rule's,
             as ``(starts, serve)``: job starts ``(job, site, period)`` and served GPUs (K, S, T)
             (checked by :func:`check_workload`).
+        scenarios: a scenario dimension (stochastic MPC): N >= 1 versions of ``scenario`` that
+            differ only in their series (forecast draws). Every constraint family is built once per
+            scenario on its own variables (names suffixed ``_w00``, ``_w01``, … when N > 1; the
+            carbon budget holds in every scenario), the objective is the mean benefit, and
+            :func:`add_nonanticipativity` shares the decisions of the first
+            ``nonanticipative_periods`` periods. The returned model is scenario 0 (its
+            ``members`` are the others). None: ``[scenario]``; N = 1 is exactly the
+            deterministic model (same variables, rows and objective).
+        nonanticipative_periods: how many periods from ``t0`` on are decided before the scenario
+            is known (>= 1; only with ``scenarios``).
     """
+    if scenarios is None:
+        scenarios = [scenario]
+    if len(scenarios) < 1:
+        raise ModelError("scenarios: needs at least one scenario")
+    for i, other in enumerate(scenarios):
+        if (other.T, other.S, other.K, other.J) != (scenario.T, scenario.S, scenario.K, scenario.J):
+            raise ModelError(
+                f"scenarios[{i}]: sizes (T, S, K, J) = {(other.T, other.S, other.K, other.J)} differ from "
+                f"the scenario's {(scenario.T, scenario.S, scenario.K, scenario.J)}"
+            )
+    if int(nonanticipative_periods) < 1:
+        raise ModelError(f"nonanticipative_periods: must be >= 1 (got {nonanticipative_periods})")
+    prob = None
+    models: list[Model] = []
+    for i, member in enumerate(scenarios):
+        suffix = "" if len(scenarios) == 1 else f"_w{i:02d}"
+        models.append(
+            _build_scenario(
+                member,
+                config,
+                initial_state,
+                window,
+                prob,
+                suffix,
+                terminal_soc_mwh=terminal_soc_mwh,
+                objective=objective,
+                relax_budget=relax_budget,
+                battery_binary=battery_binary,
+                workload=workload,
+            )
+        )
+        prob = models[0].prob
+    m = models[0]
+    m.members = models[1:]
+    m.nonanticipative_periods = int(nonanticipative_periods) if m.members else 0
+    add_nonanticipativity(m)
+    set_objective(m)
+    return m
+
+
+def add_nonanticipativity(m: Model) -> None:
+    """Decisions of periods ``t0 .. t0 + nonanticipative_periods - 1`` are shared by all scenarios:
+    ``x_w[key] = x_0[key]`` for every scenario ``w >= 1`` and every job start, served GPUs (routing),
+    battery charge and discharge and generator output of those periods (rows ``na01_<name>``).
+    A variable that exists in only one of the two scenarios (e.g. a serve bound of 0 by demand)
+    is fixed to 0 instead, since the shared decision must be feasible in both.
+
+    Grid import, export and renewable use are not decisions: the environment completes them from
+    the shared load (MODEL.md §7), so they stay per scenario."""
+    first = range(m.t0, min(m.t_end, m.t0 + m.nonanticipative_periods))
+    for w, member in enumerate(m.members, start=1):
+        for table in ("start", "serve", "charge", "discharge", "gen"):
+            mine, base = getattr(member, table), getattr(m, table)
+            keys = sorted({k for k in (*mine, *base) if k[-1] in first})
+            for key in keys:
+                a, b = mine.get(key), base.get(key)
+                var = a if a is not None else b
+                expr = pulp.LpAffineExpression([(v, c) for v, c in ((a, 1.0), (b, -1.0)) if v is not None])
+                m.prob.addConstraint(
+                    pulp.LpConstraint(expr, pulp.LpConstraintEQ, f"na{w:02d}_{var.name}", 0.0)
+                )
+
+
+def _build_scenario(
+    scenario: Scenario,
+    config: str,
+    initial_state: OperatingState | None,
+    window: int | None,
+    prob: pulp.LpProblem | None,
+    suffix: str,
+    *,
+    terminal_soc_mwh: Sequence[float] | None,
+    objective: str,
+    relax_budget: bool,
+    battery_binary: bool,
+    workload: tuple[Sequence[Key3], np.ndarray] | None,
+) -> Model:
+    """One scenario's variables and constraint families (all but the objective) in ``prob``
+    (a new problem when None)."""
     sc = transform_scenario(scenario, config)
     if workload is not None:
         if config != "energy_only":
@@ -555,7 +678,7 @@ def build_model(
     t0 = state.period
     t_end = sc.T if window is None else min(sc.T, t0 + window)
     m = Model(
-        prob=pulp.LpProblem(f"oracle_{config}", pulp.LpMaximize),
+        prob=pulp.LpProblem(f"oracle_{config}", pulp.LpMaximize) if prob is None else prob,
         scenario=sc,
         config=config,
         t0=t0,
@@ -564,6 +687,7 @@ def build_model(
         started_before=frozenset(j for j, _, _ in state.job_starts),
         fixed_workload=config == "energy_only",
         battery_binary=battery_binary,
+        suffix=suffix,
     )
     n = t_end - t0
     m.held_gpus, m.held_mw = np.zeros((sc.S, n)), np.zeros((sc.S, n))
@@ -599,5 +723,4 @@ def build_model(
     add_battery(m)
     add_grid(m)
     add_emissions(m)
-    set_objective(m)
     return m
