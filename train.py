@@ -3,6 +3,7 @@
     python train.py                         # paper preset, runs/default/
     python train.py --timesteps 20000 --out runs/quick --bc-scenarios 50 --dagger-rounds 0
     python train.py --resume                # continue an interrupted run from its last checkpoint
+    python train.py --hp clip_range=0.2 --hp n_epochs=10   # override agents/hyperparams/ppo.yml
 
 The pipeline is :func:`agents.pipeline.train_agent`; this file only parses the flags. See docs/training.md.
 """
@@ -13,7 +14,7 @@ import argparse
 import sys
 
 from agents.pipeline import Interrupted, TrainConfig, train_agent
-from agents.sb3 import ALGOS
+from agents.sb3 import ALGOS, parse_hp
 from envs.presets import PRESETS
 from oracle.executor import add_backend_args
 
@@ -42,6 +43,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--checkpoint-freq", type=int, default=d.checkpoint_freq)
     p.add_argument("--ft-log-std", type=float, default=d.ft_log_std, help="log_std when fine-tuning")
     p.add_argument("--learning-rate", type=float, default=d.learning_rate)
+    p.add_argument(
+        "--hyperparams",
+        metavar="FILE",
+        default=d.hyperparams_file,
+        help="hyperparameter YAML in the shape of agents/hyperparams/<algo>.yml (default that file)",
+    )
+    p.add_argument(
+        "--hp",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one hyperparameter (repeatable; the value is read as YAML, e.g. --hp clip_range=0.2)",
+    )
     p.add_argument("--oracle-time-limit", type=float, default=d.oracle_time_limit_s, help="s per solve")
     p.add_argument("--demo-mip-gap", type=float, default=d.demo_mip_gap, help="MIP gap of demonstrations")
     p.add_argument(
@@ -64,6 +78,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.ensemble < 1:
         p.error(f"--ensemble must be at least 1 (got {args.ensemble})")
+    try:  # an unknown key or a bad file fails here, before any work
+        args.hp = parse_hp(args.hp)
+        config_from_args(args).hyperparams()
+    except (ValueError, FileNotFoundError) as exc:
+        p.error(str(exc))
     return args
 
 
@@ -97,6 +116,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         backend=args.backend,
         ray_address=args.ray_address,
         workers=args.workers,
+        hyperparams_file=args.hyperparams,
+        hp=dict(args.hp),
     )
 
 

@@ -30,8 +30,9 @@ def train_member(item: dict[str, Any]) -> dict[str, Any]:
 
     ``item``: ``dataset`` (``.npz``), ``path`` (the member zip to write), ``algo``, ``preset``,
     ``seed`` (network initialisation, minibatch order and validation split), ``epochs``,
-    ``window_features``, ``ft_log_std``, ``torch_threads``, and ``two_stage``: ``None`` (one BC
-    pass over everything) or ``{"epochs", "lr"}`` of the second stage (see below).
+    ``window_features``, ``ft_log_std``, ``torch_threads``, ``hyperparams`` (the main model's), and
+    ``two_stage``: ``None`` (one BC pass over everything) or ``{"epochs", "lr"}`` of the second
+    stage (see below).
     """
     set_torch_threads(item["torch_threads"])
     data = DemoDataset.load(item["dataset"])
@@ -39,6 +40,7 @@ def train_member(item: dict[str, Any]) -> dict[str, Any]:
         item["algo"],
         make_vec_env(item["preset"], 1, item["seed"]),
         item["seed"],
+        hyperparams=item["hyperparams"],
         policy_extra=policy_features(item["preset"], item["window_features"]),
     )
     bc_cfg = BCConfig(epochs=item["epochs"], seed=item["seed"])
@@ -87,6 +89,7 @@ def clone_members(
             "window_features": cfg.window_features,
             "ft_log_std": cfg.ft_log_std,
             "torch_threads": cfg.torch_threads,
+            "hyperparams": cfg.hyperparams(),
             "two_stage": {"epochs": cfg.dagger_epochs, "lr": cfg.dagger_lr}
             if cfg.dagger_rounds > 0
             else None,

@@ -59,6 +59,7 @@ from agents.members import clone_members
 from agents.plots import plot_learning_curve
 from agents.safety import safe_flat_env
 from agents.sb3 import (
+    HYPERPARAMS_DIR,
     Interrupted,
     OracleEvalCallback,
     StateCheckpointCallback,
@@ -70,6 +71,7 @@ from agents.sb3 import (
     make_model,
     make_vec_env,
     policy_features,
+    resolve_hyperparams,
     set_log_std,
     set_torch_threads,
 )
@@ -104,6 +106,10 @@ class TrainConfig:
 
     ``timesteps``: fine-tuning environment steps; ``0`` switches the fine-tuning stage off (the
     best cloned policy is deployed).
+
+    ``hyperparams_file`` (default ``agents/hyperparams/<algo>.yml``) and ``hp`` (overrides, applied
+    after ``learning_rate``) give the RL model's hyperparameters: the ``finetune`` setting with
+    ``bc``, the ``scratch`` setting without (:meth:`hyperparams`).
     """
 
     algo: str = "ppo"
@@ -134,6 +140,21 @@ class TrainConfig:
     backend: str = "local"
     ray_address: str | None = None
     workers: int | None = None
+    hyperparams_file: str | None = None
+    hp: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def setting(self) -> str:
+        """The hyperparameter setting: ``finetune`` after behaviour cloning, else ``scratch``."""
+        return "finetune" if self.bc else "scratch"
+
+    def hyperparams(self) -> dict[str, Any]:
+        """The effective hyperparameters (:func:`agents.sb3.resolve_hyperparams`); raises
+        ``ValueError`` naming an unknown key and where it came from."""
+        overrides = {"learning_rate": self.learning_rate} if self.learning_rate is not None else {}
+        return resolve_hyperparams(
+            self.algo, self.preset, self.setting, self.hyperparams_file, {**overrides, **self.hp}
+        )
 
     def sweep_kwargs(self) -> dict[str, Any]:
         """The executor arguments (``oracle.executor.backend_kwargs``'s keys)."""
@@ -211,6 +232,7 @@ def _forget(evaluator: OracleEvalCallback, label: str) -> None:
 def stage_seeds(cfg: TrainConfig, resume: bool) -> Run:
     """Open the run folder: the config (the saved one on resume, with a larger ``timesteps`` if
     asked), the seed plan, versions and machine facts, written to ``config.json``."""
+    cfg.hyperparams()  # a bad key fails here, before any work
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     cfg_path = out / "config.json"
@@ -234,6 +256,11 @@ def stage_seeds(cfg: TrainConfig, resume: bool) -> Run:
     record.update(
         {
             "config": asdict(cfg),
+            "hyperparams": {
+                "file": str(cfg.hyperparams_file or HYPERPARAMS_DIR / f"{cfg.algo}.yml"),
+                "setting": cfg.setting,
+                "values": cfg.hyperparams(),
+            },
             "seeds": plan,
             "versions": versions(),
             "torch_threads": th.get_num_threads(),
@@ -621,12 +648,11 @@ def train_agent(
         _log("resuming from the cloned model (no fine-tuning checkpoint yet)")
         model = load_model(out / "bc_model.zip", make_vec_env(cfg.preset, cfg.n_envs, venv_seed))
     else:
-        hyper = {"learning_rate": cfg.learning_rate} if cfg.learning_rate is not None else {}
         model = make_model(
             cfg.algo,
             make_vec_env(cfg.preset, cfg.n_envs, venv_seed),
             cfg.seed,
-            hyperparams=hyper,
+            hyperparams=cfg.hyperparams(),
             policy_extra=policy_features(cfg.preset, cfg.window_features),
         )
         if cfg.bc:

@@ -6,6 +6,9 @@
   scales every observation to O(1), and behaviour cloning learns on the raw flat observation, so
   running statistics would only shift the inputs under a cloned policy (and would have to be saved
   beside every checkpoint).
+- :func:`load_hyperparams` / :func:`resolve_hyperparams`: the hyperparameters are data,
+  ``agents/hyperparams/<algo>.yml`` (rl-baselines3-zoo's shape), a ``finetune`` and a ``scratch``
+  setting per preset block; ``train.py --hyperparams FILE --hp key=value`` replace and override them.
 - :class:`OracleEvalCallback`: every ``eval_freq`` steps, the deterministic policy plays a few fixed
   validation scenarios (training seed range, never in the BC dataset); the score is the mean of
   ``benefit / oracle benefit`` in percent; the best model is saved.
@@ -20,6 +23,7 @@ The training stages that use these live in :mod:`agents.pipeline`.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -31,6 +35,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch as th
+import yaml
 from stable_baselines3 import A2C, PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
@@ -46,27 +51,106 @@ from envs.scenario import Scenario
 from envs.wrappers import DEFAULT_REWARD_SCALE, FlatObsActionWrapper
 
 ALGOS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "sac": SAC, "a2c": A2C}
-NET_ARCH = [256, 256]
-"""Hidden layers of the policy and value (or Q) networks."""
-
-DEFAULT_HYPERPARAMS: dict[str, dict[str, Any]] = {
-    # Fine-tuning a cloned policy: small steps, small clip range, no entropy bonus, early stop on KL.
-    "ppo": {
-        "learning_rate": 1e-5,
-        "n_steps": 480,
-        "batch_size": 240,
-        "n_epochs": 5,
-        "gamma": 0.99,
-        "gae_lambda": 0.95,
-        "clip_range": 0.1,
-        "ent_coef": 0.0,
-        "vf_coef": 0.5,
-        "max_grad_norm": 0.5,
-        "target_kl": 0.02,
-    },
-    "a2c": {"learning_rate": 1e-5, "n_steps": 24, "gamma": 0.99, "ent_coef": 0.0},
-    "sac": {"learning_rate": 3e-5, "buffer_size": 100_000, "learning_starts": 480, "batch_size": 256},
+HYPERPARAMS_DIR = Path(__file__).with_name("hyperparams")
+"""``<algo>.yml`` here holds the package's hyperparameters (see :func:`load_hyperparams`)."""
+SETTINGS = ("finetune", "scratch")
+"""The named settings of every preset block: after behaviour cloning, and from a random policy."""
+POLICY_KEYS = ("net_arch", "log_std_init")
+"""Keys of a hyperparameter block that go to the policy (``policy_kwargs``), not the algorithm."""
+_NOT_HYPERPARAMS = {
+    "self",
+    "policy",
+    "env",
+    "policy_kwargs",
+    "verbose",
+    "seed",
+    "device",
+    "_init_setup_model",
 }
+
+
+def hyperparam_keys(algo: str) -> set[str]:
+    """The keys a block of ``algo`` may hold: its constructor's arguments and :data:`POLICY_KEYS`."""
+    if algo not in ALGOS:
+        raise ValueError(f"algo: choose one of {sorted(ALGOS)} (got {algo!r})")
+    return (set(inspect.signature(ALGOS[algo].__init__).parameters) - _NOT_HYPERPARAMS) | set(POLICY_KEYS)
+
+
+def check_hyperparams(algo: str, params: dict[str, Any], source: str) -> dict[str, Any]:
+    """``params``, if every key is a hyperparameter of ``algo``; else ``ValueError`` naming the key
+    and ``source`` (the file and block, or the flag, it came from)."""
+    known = hyperparam_keys(algo)
+    for key in params:
+        if key not in known:
+            raise ValueError(
+                f"{source}: unknown {algo} hyperparameter {key!r} (known: {', '.join(sorted(known))})"
+            )
+    return params
+
+
+def load_hyperparams(
+    algo: str, preset: str | None = None, setting: str = "finetune", path: str | Path | None = None
+) -> dict[str, Any]:
+    """The ``setting`` (``finetune`` or ``scratch``) of ``preset``'s block in ``path``.
+
+    ``path`` defaults to ``agents/hyperparams/<algo>.yml``; a file has rl-baselines3-zoo's shape,
+    one block per preset, ``default`` serving every preset without a block of its own::
+
+        default:
+          finetune: {learning_rate: 1.0e-5, clip_range: 0.1, ...}
+          scratch: {learning_rate: 3.0e-4, clip_range: 0.2, ...}
+
+    Read with ``yaml.safe_load``; an unknown key raises ``ValueError`` naming it and the file.
+    """
+    if setting not in SETTINGS:
+        raise ValueError(f"setting: choose one of {SETTINGS} (got {setting!r})")
+    path = Path(path) if path is not None else HYPERPARAMS_DIR / f"{algo}.yml"
+    if not path.is_file():
+        raise FileNotFoundError(f"hyperparameters: no file {path}")
+    data = yaml.safe_load(path.read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected one block per preset (a mapping), got {type(data).__name__}")
+    name = preset if preset in data else "default"
+    block = data.get(name)
+    if not isinstance(block, dict):
+        raise ValueError(f"{path}: no block {preset!r} and no 'default' block")
+    for key in block:
+        if key not in SETTINGS:
+            raise ValueError(f"{path}: block {name!r}: unknown setting {key!r} (choose from {SETTINGS})")
+    params = block.get(setting)
+    if not isinstance(params, dict):
+        raise ValueError(f"{path}: block {name!r} has no {setting!r} mapping")
+    return check_hyperparams(algo, dict(params), f"{path} [{name}.{setting}]")
+
+
+def parse_hp(items: Sequence[str]) -> dict[str, Any]:
+    """``["key=value", ...]`` (``train.py --hp``) as a dict, each value read as a YAML scalar
+    (``0.2``, ``null``, ``true``, ``[64, 64]``); a number in exponent form (``3e-4``) is a float."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--hp: expected key=value (got {item!r})")
+        value = yaml.safe_load(text)
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        out[key.strip()] = value
+    return out
+
+
+def resolve_hyperparams(
+    algo: str,
+    preset: str | None = None,
+    setting: str = "finetune",
+    path: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The effective hyperparameters: :func:`load_hyperparams`, then ``overrides`` (checked too)."""
+    params = load_hyperparams(algo, preset, setting, path)
+    return {**params, **check_hyperparams(algo, dict(overrides or {}), "--hp")}
 
 
 def set_torch_threads(n: int) -> None:
@@ -103,30 +187,26 @@ def make_model(
     env: VecEnv,
     seed: int = 0,
     *,
-    log_std_init: float = -1.0,
     hyperparams: dict[str, Any] | None = None,
     verbose: int = 0,
     policy_extra: dict[str, Any] | None = None,
 ) -> BaseAlgorithm:
-    """A fresh SB3 model of ``algo`` with :data:`NET_ARCH` ReLU networks on the flat env (CPU).
+    """A fresh SB3 model of ``algo`` with ReLU networks on the flat env (CPU).
 
-    ``policy_extra`` adds policy keyword arguments (e.g. :func:`agents.features.window_features_kwargs`).
+    ``hyperparams``: the complete set (:func:`resolve_hyperparams`); default the package's
+    ``finetune`` setting of ``algo``. ``net_arch`` and ``log_std_init`` go to the policy (PPO/A2C:
+    the same hidden layers for the policy and the value network), ``policy_extra`` adds policy
+    keyword arguments (e.g. :func:`agents.features.window_features_kwargs`).
     """
-    if algo not in ALGOS:
-        raise ValueError(f"algo: choose one of {sorted(ALGOS)} (got {algo!r})")
-    params = {**DEFAULT_HYPERPARAMS[algo], **(hyperparams or {})}
-    if algo == "sac":
-        policy_kwargs = {
-            "net_arch": list(NET_ARCH),
-            "activation_fn": th.nn.ReLU,
-            "log_std_init": log_std_init,
-        }
-    else:
-        policy_kwargs = {
-            "net_arch": {"pi": list(NET_ARCH), "vf": list(NET_ARCH)},
-            "activation_fn": th.nn.ReLU,
-            "log_std_init": log_std_init,
-        }
+    params = dict(resolve_hyperparams(algo) if hyperparams is None else hyperparams)
+    check_hyperparams(algo, params, "hyperparams")
+    net_arch = list(params.pop("net_arch", [256, 256]))
+    policy_kwargs: dict[str, Any] = {
+        "net_arch": net_arch if algo == "sac" else {"pi": net_arch, "vf": list(net_arch)},
+        "activation_fn": th.nn.ReLU,
+    }
+    if "log_std_init" in params:
+        policy_kwargs["log_std_init"] = params.pop("log_std_init")
     policy_kwargs.update(policy_extra or {})
     return ALGOS[algo](
         "MlpPolicy", env, policy_kwargs=policy_kwargs, seed=seed, device="cpu", verbose=verbose, **params

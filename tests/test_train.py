@@ -14,7 +14,18 @@ import pytest
 
 from agents.ensemble import read_manifest
 from agents.safety import action_mask_from_obs, project_action
-from agents.sb3 import ALGOS, DictPolicy, algo_of, load_policy, make_model, make_vec_env
+from agents.sb3 import (
+    ALGOS,
+    DictPolicy,
+    algo_of,
+    load_hyperparams,
+    load_model,
+    load_policy,
+    make_model,
+    make_vec_env,
+    parse_hp,
+    resolve_hyperparams,
+)
 from envs.dc_env import CarbonAwareDCEnv
 
 REPO = Path(__file__).resolve().parents[1]
@@ -120,6 +131,8 @@ def test_train_smoke_then_resume(tmp_path) -> None:
     assert "resuming from" in second.stdout and "ckpt_480.zip" in second.stdout
     record = json.loads((out / "config.json").read_text())
     assert record["config"]["algo"] == "ppo" and record["config"]["bc_scenarios"] == 2
+    assert record["hyperparams"]["setting"] == "finetune"
+    assert record["hyperparams"]["values"] == resolve_hyperparams("ppo")
     assert len(record["resumed"]) == 1
     assert set(record["seeds"]) == {"validation", "bc", "dagger"}
     assert min(record["seeds"]["bc"]) >= 1000 and "stable-baselines3" in record["versions"]
@@ -161,9 +174,16 @@ def test_train_smoke_then_resume(tmp_path) -> None:
 @pytest.mark.slow
 def test_train_without_bc_a2c(tmp_path) -> None:
     out = tmp_path / "a2c"
-    res = _train(out, "--no-bc", "--algo", "a2c")
+    res = _train(out, "--no-bc", "--algo", "a2c", "--hp", "n_steps=16")
     assert res.returncode == 0, res.stderr[-3000:]
     record = json.loads((out / "config.json").read_text())
+    # Without BC the from-scratch setting, with the override, is what config.json and the model carry.
+    assert record["hyperparams"]["setting"] == "scratch"
+    assert record["hyperparams"]["values"] == {
+        **resolve_hyperparams("a2c", "paper", "scratch"),
+        "n_steps": 16,
+    }
+    assert load_model(out / "model.zip").n_steps == 16
     assert record["seeds"]["bc"] == [] and "bc" not in record["summary"]
     # No oracle dataset to clone ensemble members from: the single model is deployed.
     assert record["config"]["ensemble"] == 1 and not (out / "ensemble.json").exists()
@@ -264,3 +284,50 @@ def test_carbon_guard_blocks_starts_that_would_break_the_budget() -> None:
         action["start"][j] = 1 + s
         safe = project_action(action, obs, env.scenario, env.state_snapshot(), env.forecast())
         assert (safe["start"][j] > 0) == expect_start
+
+
+def test_hyperparams_settings_reach_the_model() -> None:
+    """The fine-tuning and from-scratch settings of agents/hyperparams/ppo.yml differ where learning
+    from scratch needs it, and make_model builds the model with the values asked for."""
+    ft, scratch = resolve_hyperparams("ppo"), resolve_hyperparams("ppo", "paper", "scratch")
+    assert scratch["learning_rate"] > 10 * ft["learning_rate"]
+    assert scratch["clip_range"] > ft["clip_range"] and scratch["log_std_init"] > ft["log_std_init"]
+    for params in (ft, scratch):
+        model = make_model("ppo", make_vec_env("paper", 1, seed=0), seed=0, hyperparams=params)
+        assert model.learning_rate == params["learning_rate"] and model.n_steps == params["n_steps"]
+        assert model.clip_range(1.0) == params["clip_range"]
+        log_std = model.policy.log_std.detach().numpy()
+        np.testing.assert_allclose(log_std, params["log_std_init"])
+    over = resolve_hyperparams(
+        "a2c", overrides=parse_hp(["n_steps=8", "learning_rate=3e-4", "net_arch=[32]"])
+    )
+    model = make_model("a2c", make_vec_env("paper", 1, seed=0), seed=0, hyperparams=over)
+    assert model.n_steps == 8 and model.learning_rate == 3e-4
+    assert model.policy.mlp_extractor.policy_net[0].out_features == 32
+
+
+def test_hyperparams_unknown_key_names_key_and_file(tmp_path) -> None:
+    bad = tmp_path / "ppo.yml"
+    bad.write_text("default:\n  finetune: {learning_rate: 1.0e-5, clip_rnage: 0.1}\n  scratch: {}\n")
+    with pytest.raises(ValueError, match=r"ppo\.yml.*'clip_rnage'"):
+        load_hyperparams("ppo", "paper", "finetune", bad)
+    bad.write_text("default:\n  finetune: {}\n  scrach: {}\n")
+    with pytest.raises(ValueError, match="'scrach'"):
+        load_hyperparams("ppo", "paper", "finetune", bad)
+    with pytest.raises(ValueError, match=r"--hp.*'lr'"):
+        resolve_hyperparams("ppo", overrides={"lr": 1e-3})
+    with pytest.raises(ValueError, match="key=value"):
+        parse_hp(["clip_range"])
+
+
+def test_train_rejects_unknown_hp_before_any_work(tmp_path) -> None:
+    out = tmp_path / "never"
+    res = subprocess.run(
+        [sys.executable, "train.py", "--out", str(out), "--hp", "clip_rnage=0.2"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 2 and "'clip_rnage'" in res.stderr
+    assert not out.exists()
