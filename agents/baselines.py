@@ -12,6 +12,8 @@ clairvoyant upper bound.
 - :class:`GreedyPolicy` (``greedy``): the carbon-agnostic operator of :mod:`envs.rules`, online.
 - :class:`CarbonGreedyPolicy` (``carbon_greedy``): a hand-written carbon- and price-aware rule.
 - :class:`MPCPolicy` (``mpc``): rolling-horizon MILP on the forecasts, first period applied.
+- :class:`agents.mpc.MPCStochasticPolicy` (``mpc_stochastic``): the same over sampled forecast
+  scenarios (sample average, first period shared).
 - :class:`OraclePolicy` (``oracle``): the full-horizon MILP solved once per episode, replayed.
 
 :func:`make_policy` builds any of them by name, or loads a trained SB3 model from a path.
@@ -32,7 +34,7 @@ from agents.replay import OracleReplayPolicy, schedule_action
 from envs.rules import route_order
 from envs.scenario import OperatingState, Scenario
 
-POLICY_NAMES = ("greedy", "carbon_greedy", "mpc", "oracle")
+POLICY_NAMES = ("greedy", "carbon_greedy", "mpc", "mpc_stochastic", "oracle")
 """Names accepted by :func:`make_policy` (anything else is read as a path to a trained model)."""
 
 SOLVED = ("optimal", "time_limit")
@@ -567,7 +569,8 @@ class MPCPolicy(_EnvPolicy):
         options = ROLLING_HIGHS_OPTIONS if self.warm else None
         if self.exact and getattr(self.base, "forecast_noise", 0.0) > 0:
             raise ValueError("MPCPolicy(exact=True) needs an env with forecast_noise=0")
-        model_sc = forecast_scenario(sc, fc, period)
+        members = self.model_scenarios(sc, fc, period)
+        model_sc = members[0]
         remaining = sc.T - period
         budgets = [model_sc.carbon_budget_t]
         if model_sc.carbon_budget_t is not None and self.window < remaining:
@@ -575,8 +578,9 @@ class MPCPolicy(_EnvPolicy):
             budgets.insert(0, state.emissions_t + left * self.window / remaining)
         for budget in budgets:
             self.solves += 1
+            scenarios = [member.replace(carbon_budget_t=budget) for member in members]
             sched = solve(
-                model_sc.replace(carbon_budget_t=budget),
+                scenarios[0],
                 "joint",
                 time_limit_s=self.time_limit_s,
                 mip_gap=self.mip_gap,
@@ -585,6 +589,8 @@ class MPCPolicy(_EnvPolicy):
                 window=self.window,
                 previous_plan=previous,
                 highs_options=options,
+                scenarios=scenarios if len(scenarios) > 1 else None,
+                shared_starts=getattr(self, "shared_starts", False),
             )
             if sched.status in SOLVED and sched.has_solution:
                 self.last_schedule, self._plan_period = sched, period
@@ -592,6 +598,11 @@ class MPCPolicy(_EnvPolicy):
         self._plan_period = -1
         self.fallbacks += 1
         return greedy_action(sc, state, fc["demand_gpus"][:, 0], self.n_slots)
+
+    def model_scenarios(self, sc: Scenario, forecast: dict[str, np.ndarray], period: int) -> list[Scenario]:
+        """The scenarios the period's MILP plans on: here the one forecast scenario (a stochastic
+        MPC returns several; all share the first period's decisions)."""
+        return [forecast_scenario(sc, forecast, period)]
 
 
 class OraclePolicy(_EnvPolicy):
@@ -645,6 +656,10 @@ def make_policy(name: str, env: gym.Env, **kw: Any) -> Any:
         return CarbonGreedyPolicy(env, **kw)
     if name == "mpc":
         return MPCPolicy(env, **kw)
+    if name == "mpc_stochastic":
+        from agents.mpc import MPCStochasticPolicy
+
+        return MPCStochasticPolicy(env, **kw)
     if name == "oracle":
         return OraclePolicy(env, **kw)
     path = Path(name)

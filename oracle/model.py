@@ -123,6 +123,7 @@ class Model:
     :func:`build_model`'s ``scenarios``. This model is scenario 0, whose plan :func:`oracle.solve.extract`
     reads."""
     nonanticipative_periods: int = 0
+    shared_starts: bool = False
 
     @property
     def periods(self) -> range:
@@ -552,6 +553,7 @@ def build_model(
     workload: tuple[Sequence[Key3], np.ndarray] | None = None,
     scenarios: Sequence[Scenario] | None = None,
     nonanticipative_periods: int = 1,
+    shared_starts: bool = False,
 ) -> Model:
     """Build the MILP of ``config`` (MODEL.md §6) for ``scenario`` from ``initial_state`` over ``window``.
 
@@ -584,6 +586,9 @@ def build_model(
             deterministic model (same variables, rows and objective).
         nonanticipative_periods: how many periods from ``t0`` on are decided before the scenario
             is known (>= 1; only with ``scenarios``).
+        shared_starts: also share the job starts of every later period (a two-stage model: the
+            window's job schedule is decided now, the energy dispatch per scenario). The MILP then
+            has the deterministic model's binaries, not N times as many.
     """
     if scenarios is None:
         scenarios = [scenario]
@@ -620,6 +625,7 @@ def build_model(
     m = models[0]
     m.members = models[1:]
     m.nonanticipative_periods = int(nonanticipative_periods) if m.members else 0
+    m.shared_starts = bool(shared_starts) and bool(m.members)
     add_nonanticipativity(m)
     set_objective(m)
     return m
@@ -633,12 +639,14 @@ def add_nonanticipativity(m: Model) -> None:
     is fixed to 0 instead, since the shared decision must be feasible in both.
 
     Grid import, export and renewable use are not decisions: the environment completes them from
-    the shared load (MODEL.md §7), so they stay per scenario."""
+    the shared load (MODEL.md §7), so they stay per scenario. With ``shared_starts`` the job starts
+    of all modelled periods are shared."""
     first = range(m.t0, min(m.t_end, m.t0 + m.nonanticipative_periods))
     for w, member in enumerate(m.members, start=1):
         for table in ("start", "serve", "charge", "discharge", "gen"):
             mine, base = getattr(member, table), getattr(m, table)
-            keys = sorted({k for k in (*mine, *base) if k[-1] in first})
+            every = table == "start" and m.shared_starts
+            keys = sorted({k for k in (*mine, *base) if every or k[-1] in first})
             for key in keys:
                 a, b = mine.get(key), base.get(key)
                 var = a if a is not None else b

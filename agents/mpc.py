@@ -1,0 +1,72 @@
+"""Stochastic MPC (``mpc_stochastic``): a sample-average rolling MILP over forecast scenarios.
+
+At each period ``t`` the policy reads the observed forecast ``env.unwrapped.forecast()``, draws N
+plausible futures around it from the env's own forecast error model
+(:meth:`envs.forecast.ForecastModel.sample_around`: column 0, the current period, is kept; each
+draw is unbiased around the forecast) and solves one MILP with a scenario dimension
+(:func:`oracle.model.build_model` with ``scenarios``): every constraint family per scenario, the
+carbon budget in every scenario, objective ``(1/N)·Σ_w benefit_w`` and the period-``t`` decisions
+(job starts, routing, battery, generator) shared by all scenarios (non-anticipativity). The shared
+decisions are applied; the rest of the plan is discarded, as in :class:`~agents.baselines.MPCPolicy`.
+
+With exact forecasts every draw equals the forecast, so one scenario is solved (whatever N) and
+the policy acts exactly as ``MPCPolicy`` with the same window.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+
+from agents.baselines import MPCPolicy, forecast_scenario
+from envs.forecast import forecast_model
+from envs.scenario import Scenario
+
+
+class MPCStochasticPolicy(MPCPolicy):
+    """Scenario-based MPC: N forecast draws per period, first-period decisions shared.
+
+    Args:
+        env: the Dict env (its ``forecast_model`` is the error model the draws come from).
+        n_scenarios: N >= 1 scenarios per solve (default 4).
+        window: periods per solve (default 12: N·window scenario-periods keep ``paper`` decisions
+            well under a second).
+        seed: seed of the policy's own draws; episode ``e`` (counted at each period-0 decision)
+            draws from ``SeedSequence([seed, e])``, so a rerun makes the same draws.
+        shared_starts: share the window's later job starts too (:func:`oracle.model.build_model`'s
+            two-stage variant: N times fewer binaries).
+        **kw: :class:`~agents.baselines.MPCPolicy` options (``time_limit_s``, ``mip_gap``,
+            ``threads``, ``warm``).
+    """
+
+    name = "mpc_stochastic"
+
+    def __init__(
+        self,
+        env: gym.Env,
+        n_scenarios: int = 4,
+        window: int = 12,
+        seed: int = 0,
+        shared_starts: bool = False,
+        **kw: object,
+    ) -> None:
+        if int(n_scenarios) < 1:
+            raise ValueError(f"n_scenarios: must be >= 1 (got {n_scenarios})")
+        super().__init__(env, window=window, exact=False, **kw)  # type: ignore[arg-type]
+        self.n_scenarios = int(n_scenarios)
+        self.seed = int(seed)
+        self.shared_starts = bool(shared_starts)
+        self.episodes = 0
+        self.rng = np.random.default_rng([self.seed, 0])
+        self.error_model = forecast_model(getattr(self.base, "forecast_model", None))
+
+    def model_scenarios(self, sc: Scenario, forecast: dict[str, np.ndarray], period: int) -> list[Scenario]:
+        """N scenarios: the forecast with N independent draws of its error (same law as the env's)."""
+        if period == 0:
+            self.rng = np.random.default_rng([self.seed, self.episodes])
+            self.episodes += 1
+        # exact forecasts: every draw is the forecast, and N copies of one scenario only make the
+        # MILP N times larger (and symmetric) for the same optimum
+        n = self.n_scenarios if self.error_model.noise > 0 else 1
+        draws = self.error_model.sample_around(self.rng, forecast, n, sc.dt_h)
+        return [forecast_scenario(sc, draw, period) for draw in draws]
