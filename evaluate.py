@@ -4,20 +4,61 @@ With no arguments: oracle, MPC, greedy, carbon_greedy and the trained policy of 
 (``ensemble.json`` if train.py wrote one, else ``model.zip``; if present) on seeds 0-19 of
 ``paper`` (training only draws seeds >= 1000). Prints the table and writes ``results/results.csv``,
 ``results/results.json`` and PNG plots.
+
+``--forecast-level exact,good,typical,poor`` evaluates at each forecast error level (envs/forecast.py)
+and prints one table across levels with the value of perfect information; it writes
+``results/levels.{json,csv,png}`` beside each level's own results in ``results/levels/<level>/``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
+from pathlib import Path
 
 from agents.evaluation import default_model, evaluate, parse_seeds, print_table, write_report
 from envs import PRESETS
 from oracle.executor import add_backend_args, backend_kwargs
 
 DEFAULT_POLICIES = ("oracle", "mpc", "greedy", "carbon_greedy")
+LEVEL_POLICIES = ("oracle", "mpc", "mpc_stochastic", "greedy", "carbon_greedy")
+"""The default policies of a run across forecast levels (plus the trained model if there is one)."""
+
+
+def _levels(text: str) -> list[str]:
+    from envs.forecast import LEVELS
+
+    levels = [p.strip() for p in text.split(",") if p.strip()]
+    bad = [p for p in levels if p not in LEVELS]
+    if not levels or bad:
+        raise argparse.ArgumentTypeError(
+            f"unknown forecast level(s) {bad or text!r}; choose from {','.join(LEVELS)}"
+        )
+    return list(dict.fromkeys(levels))
+
+
+def _nonnegative(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0 (got {text!r})")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0 (got {text!r})")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1 (got {text!r})")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,18 +83,79 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--json", action="store_true", help="print only a JSON list (one object per policy and seed)"
     )
-    parser.add_argument("--mpc-window", type=int, default=24, help="MPC window, periods (default 24)")
-    parser.add_argument("--time-limit", type=float, default=60.0, help="oracle MILP time limit per solve, s")
-    parser.add_argument("--mpc-time-limit", type=float, default=10.0, help="MPC MILP time limit per solve, s")
     parser.add_argument(
-        "--forecast-noise", type=float, default=0.0, help="relative forecast noise (0 = exact forecasts)"
+        "--mpc-window", type=_positive_int, default=24, help="MPC window, periods (default 24)"
+    )
+    parser.add_argument(
+        "--mpc-scenarios", type=_positive_int, default=4, help="mpc_stochastic: forecast scenarios per solve"
+    )
+    parser.add_argument(
+        "--mpc-stochastic-window", type=_positive_int, default=12, help="mpc_stochastic: window, periods"
+    )
+    parser.add_argument(
+        "--time-limit", type=_positive, default=60.0, help="oracle MILP time limit per solve, s"
+    )
+    parser.add_argument(
+        "--mpc-time-limit", type=_positive, default=10.0, help="MPC MILP time limit per solve, s"
+    )
+    parser.add_argument(
+        "--forecast-level",
+        type=_levels,
+        default=None,
+        metavar="LEVELS",
+        help="forecast error level(s): exact, good, typical, poor; several (comma-separated) give one "
+        "table across levels",
+    )
+    parser.add_argument(
+        "--forecast-noise",
+        type=_nonnegative,
+        default=0.0,
+        help="shorthand: i.i.d. relative forecast noise sigma per sqrt(lead) (0 = exact forecasts)",
+    )
+    parser.add_argument(
+        "--trace", metavar="DIR", default=None, help="write a per-step trace CSV per policy and seed"
+    )
+    parser.add_argument(
+        "--wide", action="store_true", help="print the table on one line per row, whatever the terminal"
     )
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     return add_backend_args(parser)
 
 
+def _check_policies(parser: argparse.ArgumentParser, policies: list[str]) -> None:
+    """Fail before any work on an unknown policy name or a model path that does not exist."""
+    from agents.baselines import POLICY_NAMES
+
+    for spec in policies:
+        if spec in POLICY_NAMES:
+            continue
+        if not Path(spec).is_file():
+            parser.error(
+                f"policy {spec!r}: not one of {', '.join(POLICY_NAMES)} and no model file at that path"
+            )
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    levels = args.forecast_level
+    if levels is not None and args.forecast_noise:
+        parser.error("--forecast-level and --forecast-noise: give one of them")
+    several = levels is not None and len(levels) > 1
+    defaults = LEVEL_POLICIES if several else DEFAULT_POLICIES
+    policies = list(defaults) if args.policies is None else args.policies.split(",")
+    policies = [p.strip() for p in policies if p.strip()]
+    models = args.model or []
+    missing_default = None
+    if args.model is None and args.policies is None:
+        model = default_model()
+        if model.exists():
+            models = [str(model)]
+        else:
+            missing_default = model
+    policies += [m for m in models if m not in policies]
+    _check_policies(parser, policies)
+
     # The solver prints a banner on stdout from every process (this one and the sweep's workers):
     # stdout is pointed at /dev/null while they run, and the report is written to the saved stdout.
     sys.stdout.flush()
@@ -62,41 +164,82 @@ def main(argv: list[str] | None = None) -> int:
     os.dup2(devnull, 1)
     os.close(devnull)
     note = sys.stderr if args.json else out
-    policies = list(DEFAULT_POLICIES) if args.policies is None else args.policies.split(",")
-    policies = [p.strip() for p in policies if p.strip()]
-    models = args.model or []
-    if args.model is None and args.policies is None:
-        model = default_model()
-        if model.exists():
-            models = [str(model)]
-        else:
-            print(f"note: no trained model at {model} (run train.py first); skipping it", file=note)
-    policies += [m for m in models if m not in policies]
+    if missing_default is not None:
+        print(f"note: no trained model at {missing_default} (run train.py first); skipping it", file=note)
     noise = args.forecast_noise
     policy_kwargs = {
         "oracle": {"time_limit_s": args.time_limit},
         "mpc": {"window": args.mpc_window, "time_limit_s": args.mpc_time_limit, "exact": noise == 0.0},
+        "mpc_stochastic": {
+            "window": args.mpc_stochastic_window,
+            "n_scenarios": args.mpc_scenarios,
+            "time_limit_s": args.mpc_time_limit,
+        },
     }
-    report = evaluate(
-        policies,
-        args.preset,
-        args.seeds,
-        out_dir=args.out,
-        policy_kwargs=policy_kwargs,
-        env_kwargs={"forecast_noise": noise} if noise else {},
-        **backend_kwargs(args),
-    )
+    try:
+        if several:
+            return _across_levels(args, policies, levels, policy_kwargs, out)
+        if levels is not None:
+            env_kwargs = {"forecast_level": levels[0]}
+            policy_kwargs["mpc"]["exact"] = levels[0] == "exact"
+        else:
+            env_kwargs = {"forecast_noise": noise} if noise else {}
+        report = evaluate(
+            policies,
+            args.preset,
+            args.seeds,
+            out_dir=args.out,
+            policy_kwargs=policy_kwargs,
+            env_kwargs=env_kwargs,
+            trace_dir=args.trace,
+            **backend_kwargs(args),
+        )
+    except KeyboardInterrupt:
+        print(
+            f"interrupted: finished items are cached in {args.out}/items; rerun the same command to resume",
+            file=sys.stderr,
+        )
+        return 130
     for failure in report.failures:
         print(f"failed: {failure['key']}: {failure['status']} {failure['error']}", file=sys.stderr)
     paths = write_report(report, args.out, plots=not args.no_plots)
     if args.json:
         out.write(json.dumps(report.json_rows(), indent=1) + "\n")
     else:
-        print_table(report, file=out)
+        print_table(report, file=out, wide=args.wide)
         written = ", ".join(str(p) for p in paths.values())
         print(f"wrote {written} ({report.meta['wall_time_s']:.0f} s sweep)", file=out)
     out.flush()
     return 1 if report.failures else 0
+
+
+def _across_levels(args: argparse.Namespace, policies, levels, policy_kwargs, out) -> int:
+    """``--forecast-level A,B,...``: one sweep per level, then the table across levels."""
+    from agents.uncertainty import evaluate_levels, format_levels_table, write_levels
+
+    report = evaluate_levels(
+        policies,
+        args.preset,
+        args.seeds,
+        levels,
+        out_dir=args.out,
+        policy_kwargs=policy_kwargs,
+        trace_dir=args.trace,
+        **backend_kwargs(args),
+    )
+    failures = [f for level in levels for f in report.reports[level].failures]
+    for failure in failures:
+        print(f"failed: {failure['key']}: {failure['status']} {failure['error']}", file=sys.stderr)
+    for level in levels:
+        write_report(report.reports[level], Path(args.out) / "levels" / level, plots=not args.no_plots)
+    paths = write_levels(report, args.out, plots=not args.no_plots)
+    if args.json:
+        out.write(json.dumps(report.to_dict(), indent=1, default=str) + "\n")
+    else:
+        out.write(format_levels_table(report) + "\n")
+        print(f"wrote {', '.join(str(p) for p in paths.values())}", file=out)
+    out.flush()
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

@@ -91,11 +91,14 @@ class EpisodeResult:
     terms: dict[str, float]
     fallbacks: int = 0
     trace: dict[str, list] | None = None
+    frame: Any = None
+    """With ``rollout(..., trace=True)``: the per-step table of :class:`agents.trace.TraceRecorder`."""
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (the trace omitted)."""
+        """A JSON-ready dict (the traces omitted)."""
         out = dataclasses.asdict(self)
         out.pop("trace")
+        out.pop("frame")
         return out
 
 
@@ -107,25 +110,34 @@ def rollout(
     seed: int | None = None,
     preset: str | None = None,
     record: bool = False,
+    trace: bool = False,
 ) -> EpisodeResult:
     """Play one episode of ``policy`` in ``env`` (on ``scenario`` if given) and measure it.
 
     ``policy.predict`` is timed per step (``decision_ms`` is the mean). ``seed`` seeds ``env.reset``
     (forecast noise) and labels the result. ``record=True`` keeps the per-step flows, state of
-    charge and carbon intensity in ``trace`` (for the dispatch plot).
+    charge and carbon intensity in ``trace`` (for the dispatch plot). ``trace=True`` puts the
+    per-(period, site) table of :mod:`agents.trace` (actions, flows, prices, carbon, reward terms,
+    repairs, job starts) in ``frame`` as a pandas DataFrame; it needs the Dict env (the recorder
+    reads the Dict action).
     """
     base = env.unwrapped
     if scenario is not None:
         base.set_scenario(scenario)
     obs, info = env.reset(seed=seed)
     sc = base.scenario
+    recorder = None
+    if trace:
+        from agents.trace import TraceRecorder
+
+        recorder = TraceRecorder(sc, base.voll_usd_per_mwh)
     name = str(getattr(policy, "name", type(policy).__name__))
     terms = dict.fromkeys(OBJECTIVE_TERMS + PENALTY_TERMS, 0.0)
     repairs: dict[str, int] = {}
     violations = 0
     emissions = served = demand = 0.0
     times: list[float] = []
-    trace: dict[str, list] = {"flows": [], "carbon_intensity": [], "renewable_mw": []} if record else {}
+    recorded: dict[str, list] = {"flows": [], "carbon_intensity": [], "renewable_mw": []} if record else {}
     state = None
     episode_start = np.ones((1,), dtype=bool)
     terminated = truncated = False
@@ -137,10 +149,12 @@ def rollout(
         episode_start = np.zeros((1,), dtype=bool)
         if record:
             fc = base.forecast()
-            trace["carbon_intensity"].append(fc["carbon_intensity"][:, 0].tolist())
-            trace["renewable_mw"].append(fc["renewable_mw"][:, 0].tolist())
+            recorded["carbon_intensity"].append(fc["carbon_intensity"][:, 0].tolist())
+            recorded["renewable_mw"].append(fc["renewable_mw"][:, 0].tolist())
         obs, _reward, terminated, truncated, info = env.step(action)
         steps += 1
+        if recorder is not None:
+            recorder.add(info["period"], action, info, base.state_snapshot())
         for key, value in info["reward_terms"].items():
             terms[key] = terms.get(key, 0.0) + float(value)
         violations += sum(1 for key in PENALTY_TERMS if -info["reward_terms"].get(key, 0.0) > PENALTY_TOL_USD)
@@ -151,7 +165,7 @@ def rollout(
         served += float(np.sum(flows["serve_gpus"]))
         demand += float(np.sum(flows["serve_gpus"]) + np.sum(flows["unserved_gpus"]))
         if record:
-            trace["flows"].append({k: np.asarray(v).tolist() for k, v in flows.items()})
+            recorded["flows"].append({k: np.asarray(v).tolist() for k, v in flows.items()})
     benefit = sum(terms[k] for k in OBJECTIVE_TERMS)
     penalty = -sum(terms[k] for k in PENALTY_TERMS)
     snap = base.state_snapshot()
@@ -177,7 +191,8 @@ def rollout(
         decision_ms_max=float(np.max(ms)) if ms else 0.0,
         terms={k: float(v) for k, v in terms.items()},
         fallbacks=int(getattr(policy, "fallbacks", 0)),
-        trace=trace if record else None,
+        trace=recorded if record else None,
+        frame=None if recorder is None else recorder.frame(),
     )
 
 
@@ -216,7 +231,9 @@ def policy_label(spec: str) -> str:
     """The table / key name of a policy spec: the name itself, or ``agent-<stem>`` for a model path
     (``agent`` for the default ``runs/default/model.zip`` or ``runs/default/ensemble.json``,
     ``agent-<run>`` for other runs)."""
-    if spec in ("greedy", "carbon_greedy", "mpc", "oracle"):
+    from agents.baselines import POLICY_NAMES
+
+    if spec in POLICY_NAMES:
         return spec
     path = Path(spec)
     stem = path.stem if path.stem not in ("model", "ensemble") else path.parent.name
@@ -261,8 +278,13 @@ def run_item(item: dict[str, Any]) -> dict[str, Any]:
     sc = make_scenario(item["preset"], int(item["seed"]))
     env = make_env(item["preset"], sc, **item.get("env_kwargs", {}))
     policy = make_policy(item["spec"], env, **item.get("policy_kwargs", {}))
-    result = rollout(policy, env, seed=int(item["seed"]), preset=item["preset"])
+    trace_dir = item.get("trace_dir")
+    result = rollout(policy, env, seed=int(item["seed"]), preset=item["preset"], trace=trace_dir is not None)
     result.policy = item["policy"]
+    if trace_dir is not None:
+        from envs.atomic import atomic_write_text
+
+        atomic_write_text(Path(trace_dir) / f"{item['key']}.csv", result.frame.to_csv(index=False))
     out = result.to_dict()
     out["fingerprint"] = item["fingerprint"]
     schedule = getattr(policy, "schedule", None)
@@ -305,10 +327,13 @@ def make_items(
     seeds: Sequence[int],
     policy_kwargs: dict[str, dict[str, Any]] | None = None,
     env_kwargs: dict[str, Any] | None = None,
+    trace_dir: str | Path | None = None,
 ) -> list[dict[str, Any]]:
     """The sweep items, one per (policy, seed), keyed ``policy-preset-seed``. Each carries a
     ``fingerprint`` of everything its result depends on (settings, model file contents, the code:
-    :func:`code_digest`)."""
+    :func:`code_digest`, and where its trace goes: a traced item is rerun, not read from the cache
+    of an untraced one). With ``trace_dir`` every item writes ``<trace_dir>/<key>.csv``."""
+    trace = None if trace_dir is None else str(Path(trace_dir).resolve())
     policy_kwargs = policy_kwargs or {}
     code = code_digest()
     env_kwargs = env_kwargs or {}
@@ -327,6 +352,7 @@ def make_items(
                 "policy_kwargs": kw,
                 "env_kwargs": env_kwargs,
                 "code": code,
+                "trace_dir": trace,
             }
             fingerprint = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
             items.append(
@@ -339,6 +365,7 @@ def make_items(
                     "policy_kwargs": kw,
                     "env_kwargs": env_kwargs,
                     "fingerprint": fingerprint,
+                    **({} if trace is None else {"trace_dir": trace}),
                 }
             )
     return items
@@ -484,6 +511,7 @@ def evaluate(
     max_workers: int | None = None,
     item_timeout_s: float | None = None,
     progress: bool = True,
+    trace_dir: str | Path | None = None,
 ) -> Report:
     """Run every (policy, seed) pair of ``preset`` and aggregate (see the module docstring).
 
@@ -491,7 +519,8 @@ def evaluate(
     greedy rule are always run too (the gap and the normalized score need them); rows are returned
     for the requested policies only. ``out_dir``: items are cached in ``out_dir/items`` (resumable;
     a cached item whose settings changed is rerun). ``policy_kwargs`` maps a policy label to its
-    constructor arguments; ``env_kwargs`` go to the env (``forecast_horizon``, ``forecast_noise``).
+    constructor arguments; ``env_kwargs`` go to the env (``forecast_horizon``, ``forecast_level``).
+    ``trace_dir``: each (policy, seed) also writes its per-step trace CSV there (:mod:`agents.trace`).
     """
     from oracle.executor import run_sweep
 
@@ -499,7 +528,9 @@ def evaluate(
     labels = policy_labels(specs)
     wanted = list(dict.fromkeys(labels[p] for p in policies))
     seeds = [int(s) for s in seeds]
-    items = make_items(specs, preset, seeds, policy_kwargs, env_kwargs)
+    if trace_dir is not None:
+        Path(trace_dir).mkdir(parents=True, exist_ok=True)
+    items = make_items(specs, preset, seeds, policy_kwargs, env_kwargs, trace_dir)
     cache = None
     if out_dir is not None:
         cache = Path(out_dir) / "items"
@@ -576,7 +607,11 @@ def table_cells(s: dict[str, Any]) -> list[str]:
     half = (s["benefit_ci_high_usd"] - s["benefit_ci_low_usd"]) / 2.0
 
     def num(x: float, fmt: str) -> str:
-        return "-" if x is None or not math.isfinite(x) else format(x, fmt)
+        if x is None or not math.isfinite(x):
+            return "-"
+        text = format(x, fmt)
+        # a value that rounds to zero prints as 0, not -0.00
+        return text[1:] if text.startswith("-") and not any(c in "123456789" for c in text) else text
 
     viol = num(s["violations_mean"], ".1f")
     if s["penalty_mean_usd"] >= 0.5:
@@ -614,8 +649,11 @@ def format_table(report: Report) -> str:
     return "\n".join(lines)
 
 
-def print_table(report: Report, file: Any = None) -> None:
-    """Print the summary with rich when it is installed, else as plain text (to ``file``)."""
+def print_table(report: Report, file: Any = None, wide: bool = False) -> None:
+    """Print the summary with rich when it is installed, else as plain text (to ``file``).
+
+    The table fits the terminal (rich wraps cells inside their columns; 100 columns when the width
+    cannot be told); ``wide=True`` prints every row on one line whatever the terminal."""
     try:
         from rich.console import Console
         from rich.table import Table
@@ -631,7 +669,10 @@ def print_table(report: Report, file: Any = None) -> None:
         table.add_column(name, justify="left" if name == "policy" else "right")
     for s in report.summary:
         table.add_row(*table_cells(s))
-    Console(file=file, width=200).print(table)
+    import shutil
+
+    width = 250 if wide else shutil.get_terminal_size((100, 24)).columns
+    Console(file=file, width=width).print(table)
 
 
 def write_report(report: Report, out_dir: str | Path, plots: bool = True) -> dict[str, Path]:

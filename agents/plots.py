@@ -142,3 +142,29 @@ def plot_learning_curve(
     plt.close(fig)
     os.replace(tmp, path)
     return Path(path)
+
+
+def levels_plot(report: Any, path: str | Path) -> Path:
+    """% of the clairvoyant oracle vs forecast error level, one line per policy (an
+    :class:`agents.uncertainty.LevelsReport`); the oracle's 100 % line for reference."""
+    levels = list(report.levels)
+    x = np.arange(len(levels))
+    fig, ax = plt.subplots(figsize=(8.0, 4.5))
+    for i, policy in enumerate(report.policies):
+        rows = [report.row(level, policy) for level in levels]
+        y = [np.nan if r is None else r["pct_of_oracle"] for r in rows]
+        style = (
+            {"color": "k", "ls": "--", "lw": 1.0} if policy == "oracle" else {"color": plt.cm.tab10(i % 10)}
+        )
+        ax.plot(x, y, marker="o", label=policy, **style)
+    ax.set_xticks(x, levels)
+    ax.set_xlabel("forecast error level")
+    ax.set_ylabel("% of the clairvoyant oracle's benefit")
+    ax.set_title("benefit vs forecast error (mean over held-out seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -109,10 +109,12 @@ def evaluate_levels(
     """Evaluate ``policies`` on ``seeds`` at every forecast level (see the module docstring).
 
     ``env_kwargs`` are shared by all levels (``forecast_horizon``, ...); ``forecast_level`` is set per
-    level. ``sweep_kwargs`` go to :func:`agents.evaluation.evaluate` (backend, workers, ...)."""
+    level. ``sweep_kwargs`` go to :func:`agents.evaluation.evaluate` (backend, workers, ...); a
+    ``trace_dir`` gets one sub-folder per level."""
     if not levels:
         raise ValueError("levels: need at least one forecast level")
     reports: dict[str, Report] = {}
+    trace_dir = sweep_kwargs.pop("trace_dir", None)
     for level in levels:
         reports[level] = evaluate(
             policies,
@@ -121,6 +123,7 @@ def evaluate_levels(
             out_dir=None if out_dir is None else Path(out_dir) / "levels" / level,
             policy_kwargs=level_policy_kwargs(policy_kwargs or {}, level),
             env_kwargs={**(env_kwargs or {}), "forecast_level": level},
+            trace_dir=None if trace_dir is None else Path(trace_dir) / level,
             **sweep_kwargs,
         )
     return LevelsReport(levels=list(levels), reports=reports)

@@ -1,0 +1,104 @@
+"""Per-step traces (agents/trace.py), the table across forecast levels (agents/uncertainty.py) and
+evaluate.py's inputs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import evaluate
+from agents.baselines import make_policy
+from agents.evaluation import rollout, table_cells
+from envs import CarbonAwareDCEnv, make_scenario
+from envs.dynamics import REWARD_KEYS
+from envs.scenario import OBJECTIVE_TERMS
+
+
+def test_oracle_trace_sums_to_the_objective_and_names_every_start() -> None:
+    sc = make_scenario("paper", 2)
+    env = CarbonAwareDCEnv(scenario=sc, preset="paper")
+    policy = make_policy("oracle", env)
+    result = rollout(policy, env, seed=2, trace=True)
+    df = result.frame
+    assert len(df) == sc.T * (sc.S + 1)
+    for col in (
+        "period",
+        "site",
+        "battery",
+        "generator",
+        "grid_export_mw",
+        "curtailed_mw",
+        "soc_mwh",
+        "price_import_usd_per_mwh",
+        "carbon_intensity_t_per_mwh",
+        "starts",
+        "repairs",
+        *REWARD_KEYS,
+    ):
+        assert col in df.columns, col
+    objective = df[list(OBJECTIVE_TERMS)].to_numpy().sum()
+    assert objective == pytest.approx(policy.schedule.objective_usd, rel=1e-9)
+    assert df[list(REWARD_KEYS)].to_numpy().sum() == pytest.approx(result.return_usd, rel=1e-9)
+    traced = sorted(
+        (int(tok[1:]), int(r.site), int(r.period))
+        for r in df[df.site >= 0].itertuples()
+        for tok in r.starts.split()
+    )
+    assert traced == sorted(tuple(x) for x in policy.schedule.job_start) and traced
+    # the system row carries only the terms of no site
+    system = df[df.site == -1]
+    assert len(system) == sc.T and np.allclose(system["import_cost_usd"], 0.0)
+
+
+def test_table_never_prints_minus_zero() -> None:
+    row = {
+        "policy": "oracle", "benefit_ci_high_usd": 1.0, "benefit_ci_low_usd": 1.0, "benefit_mean_usd": 1.0,
+        "pct_of_oracle": 100.0, "gap_pct": -1e-12, "normalized_score": 1.0, "emissions_mean_t": 1.0,
+        "energy_cost_mean_usd": 1.0, "inference_served_pct": 100.0, "jobs_completed_mean": 1.0,
+        "violations_mean": 0.0, "penalty_mean_usd": 0.0, "decision_ms": 1.0,
+    }  # fmt: skip
+    cells = table_cells(row)
+    assert "-0.00" not in cells and "0.00" in cells
+    row["gap_pct"] = -0.5
+    assert "-0.50" in table_cells(row)
+
+
+def test_evaluate_across_levels_writes_one_table_with_the_value_of_information(tmp_path, capfd) -> None:
+    out = tmp_path / "res"
+    code = evaluate.main(
+        ["--forecast-level", "exact,typical", "--seeds", "0", "--policies", "oracle,mpc,carbon_greedy",
+         "--out", str(out), "--no-plots", "--workers", "1"]
+    )  # fmt: skip
+    assert code == 0
+    data = json.loads((out / "levels.json").read_text())
+    assert data["levels"] == ["exact", "typical"]
+    per = data["per_level"]
+    pct = {lv: {s["policy"]: s["pct_of_oracle"] for s in per[lv]["summary"]} for lv in data["levels"]}
+    assert pct["exact"]["oracle"] == pytest.approx(100.0) and pct["typical"]["oracle"] == pytest.approx(100.0)
+    assert pct["exact"]["mpc"] == pytest.approx(100.0, abs=0.05)  # exact forecasts: MPC is the oracle
+    best = max(pct["typical"]["mpc"], pct["typical"]["carbon_greedy"])
+    assert per["typical"]["vpi"]["vpi_pct"] == pytest.approx(100.0 - best, abs=1e-6)
+    assert (out / "levels" / "typical" / "results.json").exists()
+    text = capfd.readouterr().out
+    assert "VPI" in text and "typical" in text
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--policies", "foo"], "policy 'foo'"),
+        (["--forecast-level", "awful"], "unknown forecast level"),
+        (["--forecast-noise", "-1"], "forecast-noise"),
+        (["--forecast-level", "typical", "--forecast-noise", "0.1"], "give one of them"),
+        (["--model", "no/such/model.zip"], "no model file"),
+    ],
+)
+def test_evaluate_rejects_bad_input_before_any_work(argv, message, tmp_path, capsys) -> None:
+    out = tmp_path / "never"
+    with pytest.raises(SystemExit) as exc:
+        evaluate.main([*argv, "--out", str(out)])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
