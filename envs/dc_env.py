@@ -50,6 +50,8 @@ _SERIES_OF = {
 }
 
 N_FLOW_FIELDS = len(dynamics.FLOW_FIELDS)
+SCENARIO_ORDERS = ("random", "cycle", "shuffle")
+"""How ``reset`` goes through ``scenario_seeds`` (class docstring, Arguments)."""
 DEFAULT_VOLL_USD_PER_MWH = 10_000.0
 DEFAULT_CARBON_OVERRUN_USD_PER_T = 1_000.0
 DEFAULT_SOC_SHORTFALL_USD_PER_MWH = 1_000.0
@@ -107,6 +109,11 @@ class CarbonAwareDCEnv(gym.Env[dict[str, np.ndarray], dict[str, np.ndarray]]):
       one is given, else from the ``"paper"`` preset.
     - ``seed_scenarios``: draw a new preset scenario on every reset (else always seed 0).
     - ``scenario_seeds``: the seeds drawn from (default 1000..999999; 0..999 are held out).
+    - ``scenario_order``: ``"random"`` (each reset draws one of ``scenario_seeds`` with replacement),
+      ``"cycle"`` (in the given order, then again; ``reset(seed=...)`` starts over at the first) or
+      ``"shuffle"`` (every pass a new permutation from ``self.np_random``: no seed twice in a pass).
+    - ``reset(options=...)``: ``{"scenario_seed": n}`` plays preset seed ``n``, ``{"scenario": sc}``
+      plays ``sc``, for this episode only (neither consumes a draw).
     - ``forecast_horizon`` ``H`` periods.
     - ``forecast_level``: the forecast error model of :mod:`envs.forecast`: a level name
       (``"exact"``, ``"good"``, ``"typical"``, ``"poor"``), a scalar ``sigma`` or a
@@ -128,6 +135,7 @@ class CarbonAwareDCEnv(gym.Env[dict[str, np.ndarray], dict[str, np.ndarray]]):
         preset: str | None = None,
         seed_scenarios: bool = True,
         scenario_seeds: Sequence[int] = range(1000, 1_000_000),
+        scenario_order: str = "random",
         forecast_horizon: int = 24,
         forecast_noise: float | None = None,
         render_mode: str | None = None,
@@ -160,6 +168,11 @@ class CarbonAwareDCEnv(gym.Env[dict[str, np.ndarray], dict[str, np.ndarray]]):
             model = from_noise
         if len(scenario_seeds) == 0:
             raise ValueError("scenario_seeds: empty")
+        if scenario_order not in SCENARIO_ORDERS:
+            raise ValueError(f"scenario_order: {scenario_order!r} not one of {SCENARIO_ORDERS}")
+        self.scenario_order = scenario_order
+        self._order: np.ndarray | None = None  # this pass's order of seed indices ("cycle", "shuffle")
+        self._pos = 0
         self.preset = preset
         self.S, self.K, self.n_slots, self.T_max = sizes["S"], sizes["K"], sizes["J"], sizes["T"]
         self.H = int(forecast_horizon)
@@ -412,7 +425,25 @@ class CarbonAwareDCEnv(gym.Env[dict[str, np.ndarray], dict[str, np.ndarray]]):
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """Start an episode at period 0 (see the class docstring, "Starting State")."""
         super().reset(seed=seed)
-        if self._given is not None:
+        options = dict(options or {})
+        unknown = sorted(set(options) - {"scenario_seed", "scenario"})
+        if unknown or len(options) > 1:
+            raise ValueError(
+                f"reset options: give at most one of 'scenario_seed', 'scenario' (got {sorted(options)})"
+            )
+        if "scenario" in options:
+            sc, sc_seed = options["scenario"], None
+            self._check_sizes(sc)
+        elif "scenario_seed" in options:
+            sc_seed = options["scenario_seed"]
+            if isinstance(sc_seed, bool) or not isinstance(sc_seed, (int, np.integer)) or sc_seed < 0:
+                raise ValueError(f"reset options: scenario_seed must be an integer >= 0 (got {sc_seed!r})")
+            if self.preset is None:
+                raise ScenarioError("reset options: scenario_seed needs a preset to draw from (preset=...)")
+            sc_seed = int(sc_seed)
+            sc = make_scenario(self.preset, sc_seed)
+            self._check_sizes(sc)
+        elif self._given is not None:
             sc, sc_seed = self._given, None
         else:
             if self.preset is None:
@@ -421,7 +452,7 @@ class CarbonAwareDCEnv(gym.Env[dict[str, np.ndarray], dict[str, np.ndarray]]):
                     "call set_scenario(sc), or build the env with preset=... to draw scenarios"
                 )
             if self.seed_scenarios:
-                sc_seed = int(self.scenario_seeds[int(self.np_random.integers(len(self.scenario_seeds)))])
+                sc_seed = self._next_seed(restart=seed is not None)
             else:
                 sc_seed = 0
             sc = make_scenario(self.preset, sc_seed)
@@ -458,6 +489,18 @@ class CarbonAwareDCEnv(gym.Env[dict[str, np.ndarray], dict[str, np.ndarray]]):
             "scenario": sc.name,
             "forecast_level": self.forecast_model.name,
         }
+
+    def _next_seed(self, restart: bool) -> int:
+        """The next preset seed of ``scenario_seeds`` in ``scenario_order`` (see the Arguments)."""
+        seeds = self.scenario_seeds
+        if self.scenario_order == "random":
+            return int(seeds[int(self.np_random.integers(len(seeds)))])
+        if restart or self._order is None or self._pos >= len(self._order):
+            n = len(seeds)
+            self._order = np.arange(n) if self.scenario_order == "cycle" else self.np_random.permutation(n)
+            self._pos = 0
+        self._pos += 1
+        return int(seeds[int(self._order[self._pos - 1])])
 
     def step(self, action: dict[str, Any]) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         """Simulate one period (see the class docstring and ``docs/env.md``)."""

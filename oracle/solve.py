@@ -127,6 +127,30 @@ class Schedule:
     def periods(self) -> range:
         return range(self.t0, self.t0 + self.n_periods)
 
+    def to_frame(self) -> Any:
+        """The plan as a :class:`pandas.DataFrame`, one row per (period, site): the (S, n) decision
+        arrays (MW, MWh), ``serve_gpus`` summed over classes at the site, and ``starts`` (the jobs
+        started there in that period, ``"j0 j3"``). Raises ``ValueError`` without a solution."""
+        import pandas as pd
+
+        if not self.has_solution:
+            raise ValueError(f"schedule: no solution to tabulate (status {self.status!r})")
+        starts: dict[tuple[int, int], list[str]] = {}
+        for j, s, t in self.job_start or ():
+            starts.setdefault((t, s), []).append(f"j{j}")
+        rows = []
+        for i, t in enumerate(self.periods):
+            for s, site in enumerate(self.scenario.sites):
+                row: dict[str, Any] = {"period": t, "site": s, "site_name": site.name}
+                row["starts"] = " ".join(starts.get((t, s), []))
+                for name in DECISION_ARRAYS:
+                    if name == "serve_gpus":
+                        row[name] = float(self.serve_gpus[:, s, i].sum())
+                    elif name != "unserved_gpus":
+                        row[name] = float(getattr(self, name)[s, i])
+                rows.append(row)
+        return pd.DataFrame(rows)
+
     def decisions(self) -> dict[str, Any]:
         """The decision arrays as keyword arguments of :func:`kpis_from_decisions`."""
         return {"job_start": self.job_start, **{name: getattr(self, name) for name in DECISION_ARRAYS}}

@@ -351,3 +351,36 @@ def test_scale_reward():
     a = env.action_space.sample()
     _, r_scaled, *_, info = env.step(a)
     assert r_scaled == pytest.approx(1e-4 * sum(info["reward_terms"].values()))
+
+
+# ----------------------------------------------------------------------------- reset semantics
+def test_reset_options_pick_the_scenario_for_one_episode() -> None:
+    env = CarbonAwareDCEnv(preset="paper")
+    _, info = env.reset(seed=0, options={"scenario_seed": 7})
+    assert info["scenario_seed"] == 7 and env.scenario == make_scenario("paper", 7)
+    sc = make_scenario("paper", 3)
+    _, info = env.reset(options={"scenario": sc})
+    assert env.scenario is sc and info["scenario_seed"] is None
+    _, info = env.reset()
+    assert info["scenario_seed"] >= 1000  # back to drawing
+    with pytest.raises(ValueError, match="scenario_seed"):
+        env.reset(options={"scenario_seed": -1})
+    with pytest.raises(ValueError, match="at most one"):
+        env.reset(options={"scenario_seeds": 1})
+    with pytest.raises(ScenarioError, match=r"scenario\.S"):
+        env.reset(options={"scenario": make_scenario("week", 0)})
+
+
+def test_scenario_seeds_cycle_in_order_and_shuffle_without_replacement() -> None:
+    env = CarbonAwareDCEnv(preset="paper", scenario_seeds=[5, 1, 9], scenario_order="cycle")
+    seen = [env.reset(seed=0)[1]["scenario_seed"]] + [env.reset()[1]["scenario_seed"] for _ in range(4)]
+    assert seen == [5, 1, 9, 5, 1]
+    assert env.reset(seed=3)[1]["scenario_seed"] == 5  # seeding starts the cycle over
+    env = CarbonAwareDCEnv(preset="paper", scenario_seeds=list(range(20)), scenario_order="shuffle")
+    first = [env.reset(seed=1)[1]["scenario_seed"]] + [env.reset()[1]["scenario_seed"] for _ in range(19)]
+    assert sorted(first) == list(range(20)) and first != list(range(20))
+    env2 = CarbonAwareDCEnv(preset="paper", scenario_seeds=list(range(20)), scenario_order="shuffle")
+    again = [env2.reset(seed=1)[1]["scenario_seed"]] + [env2.reset()[1]["scenario_seed"] for _ in range(19)]
+    assert again == first  # same seed, same order
+    with pytest.raises(ValueError, match="scenario_order"):
+        CarbonAwareDCEnv(preset="paper", scenario_order="sorted")

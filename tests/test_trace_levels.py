@@ -102,3 +102,16 @@ def test_evaluate_rejects_bad_input_before_any_work(argv, message, tmp_path, cap
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_schedule_to_frame_matches_the_replayed_trace() -> None:
+    sc = make_scenario("paper", 2)
+    env = CarbonAwareDCEnv(scenario=sc, preset="paper")
+    policy = make_policy("oracle", env)
+    trace = rollout(policy, env, seed=2, trace=True).frame
+    plan = policy.schedule.to_frame()
+    assert len(plan) == sc.T * sc.S
+    sites = trace[trace.site >= 0].reset_index(drop=True)
+    for col in ("grid_import_mw", "grid_export_mw", "gen_mw", "soc_mwh", "serve_gpus"):
+        np.testing.assert_allclose(plan[col], sites[col], rtol=1e-7, atol=1e-6, err_msg=col)
+    assert list(plan["starts"]) == list(sites["starts"])
