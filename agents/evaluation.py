@@ -25,7 +25,9 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import platform
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -652,8 +654,8 @@ def format_table(report: Report) -> str:
 def print_table(report: Report, file: Any = None, wide: bool = False) -> None:
     """Print the summary with rich when it is installed, else as plain text (to ``file``).
 
-    The table fits the terminal (rich wraps cells inside their columns; 100 columns when the width
-    cannot be told); ``wide=True`` prints every row on one line whatever the terminal."""
+    On a terminal the table fits its width (rich wraps cells inside their columns); ``wide=True``,
+    or output to a pipe or file, prints every row on one line."""
     try:
         from rich.console import Console
         from rich.table import Table
@@ -671,7 +673,12 @@ def print_table(report: Report, file: Any = None, wide: bool = False) -> None:
         table.add_row(*table_cells(s))
     import shutil
 
-    width = 250 if wide else shutil.get_terminal_size((100, 24)).columns
+    try:
+        tty = os.isatty((file or sys.stdout).fileno())
+    except (AttributeError, OSError, ValueError):
+        tty = False
+    # a terminal: fit its width; a pipe or file: one line per row
+    width = shutil.get_terminal_size((100, 24)).columns if tty and not wide else 250
     Console(file=file, width=width).print(table)
 
 
