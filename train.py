@@ -15,6 +15,7 @@ import sys
 
 from agents.pipeline import Interrupted, TrainConfig, train_agent
 from agents.sb3 import ALGOS, parse_hp
+from envs.forecast import LEVELS
 from envs.presets import PRESETS
 from oracle.executor import add_backend_args
 
@@ -71,6 +72,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="N",
         help=f"models in the deployed policy: the main one + N-1 cloned in parallel (default {d.ensemble})",
     )
+    p.add_argument(
+        "--forecast-level",
+        choices=LEVELS,
+        default=d.forecast_level or "exact",
+        help="forecast errors the agent is trained with (envs/forecast.py; default exact)",
+    )
+    p.add_argument(
+        "--noise-draws",
+        type=int,
+        default=d.noise_draws,
+        help=f"forecast-error draws per oracle schedule (default {d.noise_draws}; 1 when exact)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     # Testing aid: behave as if interrupted (Ctrl-C) after N fine-tuning steps.
     p.add_argument("--stop-after-steps", type=int, default=None, help=argparse.SUPPRESS)
@@ -78,6 +91,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.ensemble < 1:
         p.error(f"--ensemble must be at least 1 (got {args.ensemble})")
+    if args.noise_draws < 1:
+        p.error(f"--noise-draws must be at least 1 (got {args.noise_draws})")
     try:  # an unknown key or a bad file fails here, before any work
         args.hp = parse_hp(args.hp)
         config_from_args(args).hyperparams()
@@ -108,6 +123,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         checkpoint_freq=args.checkpoint_freq,
         ft_log_std=args.ft_log_std,
         learning_rate=args.learning_rate,
+        forecast_level=None if args.forecast_level == "exact" else args.forecast_level,
+        noise_draws=args.noise_draws,
         oracle_time_limit_s=args.oracle_time_limit,
         demo_mip_gap=args.demo_mip_gap,
         window_features=args.window_features,

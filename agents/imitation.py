@@ -33,6 +33,7 @@ import json
 import math
 import platform
 import time
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -192,12 +193,25 @@ def layout_meta(flat: FlatObsActionWrapper) -> dict[str, Any]:
 
 
 def flat_env(
-    preset: str, scenario: Scenario | None = None, forecast_horizon: int = 24
+    preset: str,
+    scenario: Scenario | None = None,
+    forecast_horizon: int = 24,
+    forecast_level: str | float | None = None,
 ) -> FlatObsActionWrapper:
-    """The flat interface over a Dict env of ``preset`` (optionally pinned to ``scenario``)."""
+    """The flat interface over a Dict env of ``preset`` (optionally pinned to ``scenario``), with the
+    forecast errors of ``forecast_level`` (:mod:`envs.forecast`; None = exact)."""
     return FlatObsActionWrapper(
-        CarbonAwareDCEnv(scenario=scenario, preset=preset, forecast_horizon=forecast_horizon)
+        CarbonAwareDCEnv(
+            scenario=scenario, preset=preset, forecast_horizon=forecast_horizon, forecast_level=forecast_level
+        )
     )
+
+
+def noise_seed(scenario: Scenario, draw: int = 0) -> int:
+    """The ``reset`` seed of episode ``draw`` on ``scenario``: its forecast errors are a function of the
+    scenario's name and the draw only, so a dataset, a DAgger round and a validation score are
+    reproducible, and different scenarios do not share one error sequence."""
+    return zlib.crc32(f"{scenario.name}#{draw}".encode())
 
 
 # ------------------------------------------------------------------------------ oracle workers
@@ -323,18 +337,26 @@ class Episode:
     rewards_usd: np.ndarray | None = None
 
 
-def replay_schedule(schedule: Any, preset: str, forecast_horizon: int = 24) -> Episode:
+def replay_schedule(
+    schedule: Any,
+    preset: str,
+    forecast_horizon: int = 24,
+    forecast_level: str | float | None = None,
+    draw: int = 0,
+) -> Episode:
     """Replay an oracle schedule in an env built from ``schedule.scenario`` and record the pairs.
 
     The env is stepped with the schedule's exact Dict action; the recorded flat action is its
     ``encode_action``. ``return_usd`` equals ``schedule.objective_usd`` (the replay identity).
+    With ``forecast_level`` the observations carry forecast errors (draw ``draw`` of
+    :func:`noise_seed`) while the actions stay the clairvoyant oracle's (a privileged expert).
     """
     from agents.replay import OracleReplayPolicy
 
-    flat = flat_env(preset, schedule.scenario, forecast_horizon)
+    flat = flat_env(preset, schedule.scenario, forecast_horizon, forecast_level)
     base = flat.unwrapped
     replay = OracleReplayPolicy(schedule)
-    obs, _ = base.reset(seed=0)
+    obs, _ = base.reset(seed=noise_seed(schedule.scenario, draw) if forecast_level else 0)
     obs_rows, act_rows, rewards = [], [], []
     done = False
     while not done:
@@ -360,15 +382,17 @@ def rollout(
     forecast_horizon: int = 24,
     record_states: bool = False,
     make_env: EnvFactory | None = None,
+    forecast_level: str | float | None = None,
 ) -> Episode:
     """Run a flat policy for one episode of ``scenario``; record observations, actions and rewards (USD).
 
     ``record_states`` also keeps ``state_snapshot()`` at the start of every period (for DAgger).
-    ``make_env(preset, scenario, forecast_horizon)`` builds the flat env (default :func:`flat_env`;
-    ``agents.sb3.safe_flat_env`` adds the safety layer); its reward must be in USD.
+    ``make_env(preset, scenario, forecast_horizon, forecast_level)`` builds the flat env (default
+    :func:`flat_env`; ``agents.safety.safe_flat_env`` adds the safety layer); its reward must be in
+    USD. With ``forecast_level`` the episode's forecast errors are those of :func:`noise_seed`.
     """
-    flat = (make_env or flat_env)(preset, scenario, forecast_horizon)
-    obs, _ = flat.reset(seed=0)
+    flat = (make_env or flat_env)(preset, scenario, forecast_horizon, forecast_level)
+    obs, _ = flat.reset(seed=noise_seed(scenario) if forecast_level else 0)
     obs_rows, act_rows, rewards, states = [], [], [], []
     done = False
     while not done:
@@ -400,13 +424,20 @@ def build_oracle_dataset(
     mip_gap: float = 1e-4,
     forecast_horizon: int = 24,
     progress: bool = True,
+    forecast_level: str | float | None = None,
+    noise_draws: int = 1,
     **sweep_kwargs: Any,
 ) -> DemoDataset:
     """Solve the oracle on ``seeds`` (in parallel) and replay each schedule into (obs, action) pairs.
 
-    The metadata records the preset, seeds, base seed, oracle settings, layout sizes, per-seed
-    oracle objectives, timings and package versions.
+    With ``forecast_level`` each schedule is replayed ``noise_draws`` times, each time with other
+    forecast errors in the observations (the labels stay the clairvoyant oracle's). The metadata
+    records the preset, seeds, base seed, oracle settings, forecast level and draws, layout sizes,
+    per-seed oracle objectives, timings and package versions.
     """
+    if int(noise_draws) < 1:
+        raise ValueError(f"noise_draws: must be >= 1 (got {noise_draws!r})")
+    draws = int(noise_draws) if forecast_level else 1
     tick = time.perf_counter()
     schedules = solve_schedules(
         preset,
@@ -422,12 +453,13 @@ def build_oracle_dataset(
     objectives: dict[str, float] = {}
     worst = 0.0
     for seed, sched in schedules.items():
-        ep = replay_schedule(sched, preset, forecast_horizon)
-        worst = max(worst, abs(ep.return_usd - sched.objective_usd) / max(1.0, abs(sched.objective_usd)))
-        obs.append(ep.obs)
-        actions.append(ep.actions)
-        seed_col.append(np.full(len(ep.obs), seed))
-        period_col.append(ep.periods)
+        for draw in range(draws):
+            ep = replay_schedule(sched, preset, forecast_horizon, forecast_level, draw)
+            worst = max(worst, abs(ep.return_usd - sched.objective_usd) / max(1.0, abs(sched.objective_usd)))
+            obs.append(ep.obs)
+            actions.append(ep.actions)
+            seed_col.append(np.full(len(ep.obs), seed))
+            period_col.append(ep.periods)
         objectives[str(seed)] = float(sched.objective_usd)
     if not obs:
         raise RuntimeError("no oracle schedule: the dataset is empty")
@@ -439,6 +471,8 @@ def build_oracle_dataset(
         "oracle": {"config": "joint", "window": None, "time_limit_s": time_limit_s, "mip_gap": mip_gap},
         "oracle_objective_usd": objectives,
         "forecast_horizon": forecast_horizon,
+        "forecast_level": None if not forecast_level else forecast_level,
+        "noise_draws": draws,
         "replay_max_rel_error": worst,
         "solve_wall_s": solve_s,
         "build_wall_s": time.perf_counter() - tick,
@@ -470,6 +504,7 @@ def dagger_round(
     forecast_horizon: int = 24,
     progress: bool = True,
     make_env: EnvFactory | None = None,
+    forecast_level: str | float | None = None,
     **sweep_kwargs: Any,
 ) -> tuple[DemoDataset, dict[str, Any]]:
     """One DAgger round: roll ``predict`` on ``seeds`` and label every visited state with the oracle.
@@ -484,7 +519,15 @@ def dagger_round(
     items, rows, returns = [], [], []
     for seed in seeds:
         sc = make_scenario(preset, int(seed))
-        ep = rollout(predict, sc, preset, forecast_horizon, record_states=True, make_env=make_env)
+        ep = rollout(
+            predict,
+            sc,
+            preset,
+            forecast_horizon,
+            record_states=True,
+            make_env=make_env,
+            forecast_level=forecast_level,
+        )
         returns.append(ep.return_usd)
         for t, state in enumerate(ep.states):
             state_json = state_to_json(state)

@@ -107,6 +107,11 @@ class TrainConfig:
     ``timesteps``: fine-tuning environment steps; ``0`` switches the fine-tuning stage off (the
     best cloned policy is deployed).
 
+    ``forecast_level`` (:mod:`envs.forecast`; None = exact): the forecast errors of every env the
+    pipeline builds (dataset replays, DAgger rollouts, validation, fine-tuning). The labels stay the
+    clairvoyant oracle's on the true scenario (a privileged expert); each oracle schedule is replayed
+    ``noise_draws`` times with other forecast errors in the observations.
+
     ``hyperparams_file`` (default ``agents/hyperparams/<algo>.yml``) and ``hp`` (overrides, applied
     after ``learning_rate``) give the RL model's hyperparameters: the ``finetune`` setting with
     ``bc``, the ``scratch`` setting without (:meth:`hyperparams`).
@@ -142,6 +147,8 @@ class TrainConfig:
     workers: int | None = None
     hyperparams_file: str | None = None
     hp: dict[str, Any] = field(default_factory=dict)
+    forecast_level: str | None = None
+    noise_draws: int = 3
 
     @property
     def setting(self) -> str:
@@ -306,6 +313,8 @@ def stage_oracle_dataset(run: Run) -> DemoDataset:
         time_limit_s=cfg.oracle_time_limit_s,
         mip_gap=cfg.demo_mip_gap,
         progress=cfg.progress_bar,
+        forecast_level=cfg.forecast_level,
+        noise_draws=cfg.noise_draws,
         **cfg.sweep_kwargs(),
     )
     wall = time.perf_counter() - tick
@@ -378,6 +387,7 @@ def stage_dagger_round(
         mip_gap=cfg.demo_mip_gap,
         progress=cfg.progress_bar,
         make_env=safe_flat_env,
+        forecast_level=cfg.forecast_level,
         **cfg.sweep_kwargs(),
     )
     data = data.concat(new)
@@ -411,6 +421,7 @@ def pretrain_value(
     epochs: int = 200,
     lr: float = 1e-3,
     batch_size: int = 256,
+    forecast_level: str | None = None,
 ) -> dict[str, float]:
     """Fit a PPO/A2C value head to the discounted (scaled) returns of the policy's own rollouts.
 
@@ -425,7 +436,7 @@ def pretrain_value(
     obs_rows, targets = [], []
     predict = flat_predictor(model)
     for sc in scenarios:
-        ep = rollout(predict, sc, preset, make_env=safe_flat_env)
+        ep = rollout(predict, sc, preset, make_env=safe_flat_env, forecast_level=forecast_level)
         rewards = np.asarray(ep.rewards_usd) * reward_scale
         ret = np.zeros_like(rewards)
         acc = 0.0
@@ -479,7 +490,12 @@ def stage_value_pretrain(
     if cfg.value_pretrain_scenarios > 0:
         tick = time.perf_counter()
         vseeds = run.plan["bc"][: cfg.value_pretrain_scenarios]
-        vinfo = pretrain_value(model, [make_scenario(cfg.preset, s) for s in vseeds], cfg.preset)
+        vinfo = pretrain_value(
+            model,
+            [make_scenario(cfg.preset, s) for s in vseeds],
+            cfg.preset,
+            forecast_level=cfg.forecast_level,
+        )
         bc_info["value_pretrain"] = vinfo
         run.timings["value_pretrain_s"] = time.perf_counter() - tick
         if vinfo:
@@ -555,8 +571,11 @@ def stage_ensemble(
     wall = time.perf_counter() - tick
     members = [Path(main_model)] + [Path(item["path"]) for item in items]
     models = [load_model(m) for m in members]
-    scores = [evaluate_vs_oracle(m, scenarios, oracle_usd, cfg.preset)["pct_of_oracle"] for m in models]
-    ens = evaluate_vs_oracle(EnsembleModel(models), scenarios, oracle_usd, cfg.preset)
+    level = cfg.forecast_level
+    scores = [
+        evaluate_vs_oracle(m, scenarios, oracle_usd, cfg.preset, level)["pct_of_oracle"] for m in models
+    ]
+    ens = evaluate_vs_oracle(EnsembleModel(models), scenarios, oracle_usd, cfg.preset, level)
     info = {
         "validation": {
             "scenarios": len(scenarios),
@@ -596,6 +615,7 @@ def _evaluator(
         best,
         history_path,
         1,
+        forecast_level=run.cfg.forecast_level,
     )
 
 
@@ -643,14 +663,19 @@ def train_agent(
         _log(f"resuming from {ckpt['path']} at {ckpt['num_timesteps']} steps")
         done_steps = int(ckpt["num_timesteps"])
         venv_seed = cfg.seed + done_steps
-        model = load_model(ckpt["path"], make_vec_env(cfg.preset, cfg.n_envs, venv_seed))
+        model = load_model(
+            ckpt["path"], make_vec_env(cfg.preset, cfg.n_envs, venv_seed, forecast_level=cfg.forecast_level)
+        )
     elif resume and (out / "bc_model.zip").exists():
         _log("resuming from the cloned model (no fine-tuning checkpoint yet)")
-        model = load_model(out / "bc_model.zip", make_vec_env(cfg.preset, cfg.n_envs, venv_seed))
+        model = load_model(
+            out / "bc_model.zip",
+            make_vec_env(cfg.preset, cfg.n_envs, venv_seed, forecast_level=cfg.forecast_level),
+        )
     else:
         model = make_model(
             cfg.algo,
-            make_vec_env(cfg.preset, cfg.n_envs, venv_seed),
+            make_vec_env(cfg.preset, cfg.n_envs, venv_seed, forecast_level=cfg.forecast_level),
             cfg.seed,
             hyperparams=cfg.hyperparams(),
             policy_extra=policy_features(cfg.preset, cfg.window_features),

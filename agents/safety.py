@@ -307,11 +307,18 @@ class SafeFlatWrapper(FlatObsActionWrapper):
 
 
 def safe_flat_env(
-    preset: str, scenario: Scenario | None = None, forecast_horizon: int = 24, reward_scale: float = 1.0
+    preset: str,
+    scenario: Scenario | None = None,
+    forecast_horizon: int = 24,
+    forecast_level: str | float | None = None,
+    reward_scale: float = 1.0,
 ) -> gym.Env:
-    """The flat env with the safety layer (and ``ScaleReward`` unless ``reward_scale == 1``)."""
+    """The flat env with the safety layer (and ``ScaleReward`` unless ``reward_scale == 1``), with the
+    forecast errors of ``forecast_level`` (None = exact)."""
     env: gym.Env = SafeFlatWrapper(
-        CarbonAwareDCEnv(scenario=scenario, preset=preset, forecast_horizon=forecast_horizon)
+        CarbonAwareDCEnv(
+            scenario=scenario, preset=preset, forecast_horizon=forecast_horizon, forecast_level=forecast_level
+        )
     )
     if reward_scale != 1.0:
         env = ScaleReward(env, reward_scale)

@@ -164,6 +164,7 @@ def make_vec_env(
     seed: int = 0,
     reward_scale: float = DEFAULT_REWARD_SCALE,
     forecast_horizon: int = 24,
+    forecast_level: str | float | None = None,
 ) -> VecEnv:
     """``n_envs`` copies of the flat env (``ScaleReward``, ``Monitor``) in a ``DummyVecEnv``.
 
@@ -173,7 +174,11 @@ def make_vec_env(
 
     def factory(rank: int):
         def make() -> gym.Env:
-            return Monitor(safety.safe_flat_env(preset, None, forecast_horizon, reward_scale))
+            return Monitor(
+                safety.safe_flat_env(
+                    preset, None, forecast_horizon, forecast_level, reward_scale=reward_scale
+                )
+            )
 
         return make
 
@@ -239,14 +244,22 @@ def flat_predictor(model: Any) -> Any:
 
 
 def evaluate_vs_oracle(
-    model: Any, scenarios: Sequence[Scenario], oracle_usd: Sequence[float], preset: str
+    model: Any,
+    scenarios: Sequence[Scenario],
+    oracle_usd: Sequence[float],
+    preset: str,
+    forecast_level: str | float | None = None,
 ) -> dict[str, Any]:
-    """Deterministic episodes of ``model`` on ``scenarios``; benefit in USD and in % of the oracle's.
+    """Deterministic episodes of ``model`` on ``scenarios`` (with the forecast errors of
+    ``forecast_level``, a fixed draw per scenario); benefit in USD and in % of the oracle's.
 
     ``pct_of_oracle`` is the mean over scenarios of ``100 * benefit / oracle benefit``.
     """
     predict = flat_predictor(model)
-    benefits = [rollout(predict, sc, preset, make_env=safety.safe_flat_env).return_usd for sc in scenarios]
+    benefits = [
+        rollout(predict, sc, preset, make_env=safety.safe_flat_env, forecast_level=forecast_level).return_usd
+        for sc in scenarios
+    ]
     pcts = [100.0 * b / o for b, o in zip(benefits, oracle_usd, strict=True)]
     return {
         "pct_of_oracle": float(np.mean(pcts)),
@@ -275,8 +288,10 @@ class OracleEvalCallback(BaseCallback):
         best_pct: float = -math.inf,
         history_path: str | Path | None = None,
         verbose: int = 0,
+        forecast_level: str | float | None = None,
     ) -> None:
         super().__init__(verbose)
+        self.forecast_level = forecast_level
         self.scenarios = list(scenarios)
         self.oracle_usd = list(oracle_usd)
         self.preset = preset
@@ -289,7 +304,7 @@ class OracleEvalCallback(BaseCallback):
 
     def evaluate(self, model: BaseAlgorithm, timesteps: int, label: str = "ppo") -> dict[str, Any]:
         """Score ``model`` now, record the row, save it at ``best_path`` if it is the best so far."""
-        res = evaluate_vs_oracle(model, self.scenarios, self.oracle_usd, self.preset)
+        res = evaluate_vs_oracle(model, self.scenarios, self.oracle_usd, self.preset, self.forecast_level)
         row = {
             "timesteps": int(timesteps),
             "label": label,

@@ -222,3 +222,27 @@ def test_dagger_round_labels_visited_states(tmp_path) -> None:
     # The expert serves inference the policy left unserved: route weights of some site are high.
     route = data.actions[:, 6 * 4 : 6 * 4 + 3 * 4].reshape(-1, 3, 4)
     assert (route[:, :, 1:].max(axis=2) > 0.9).all()
+
+
+def test_noisy_dataset_keeps_the_oracle_labels_and_varies_the_observations() -> None:
+    from agents.imitation import build_oracle_dataset
+
+    seeds = [1001, 1002]
+    noisy = build_oracle_dataset(
+        "paper", seeds, forecast_level="typical", noise_draws=2, progress=False, max_workers=1
+    )
+    exact = build_oracle_dataset("paper", seeds, noise_draws=2, progress=False, max_workers=1)
+    T = 24
+    assert len(exact) == len(seeds) * T  # exact forecasts: one replay per schedule whatever noise_draws
+    assert len(noisy) == 2 * len(exact)
+    assert noisy.meta["forecast_level"] == "typical" and noisy.meta["noise_draws"] == 2
+    assert noisy.meta["replay_max_rel_error"] < 1e-9  # the oracle's actions still earn its objective
+    first, second = noisy.obs[:T], noisy.obs[T : 2 * T]
+    np.testing.assert_array_equal(noisy.actions[:T], noisy.actions[T : 2 * T])  # same clairvoyant labels
+    np.testing.assert_array_equal(noisy.actions[:T], exact.actions[:T])
+    assert not np.array_equal(first, second)  # other forecast errors in the observations
+    assert not np.array_equal(first, exact.obs[:T])
+    again = build_oracle_dataset(
+        "paper", seeds, forecast_level="typical", noise_draws=2, progress=False, max_workers=1
+    )
+    np.testing.assert_array_equal(again.obs, noisy.obs)  # reproducible
