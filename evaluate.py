@@ -118,6 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--wide", action="store_true", help="print the table on one line per row, whatever the terminal"
     )
+    parser.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="allow SB3 .zip models: they hold pickles and RUN CODE when loaded (only your own files)",
+    )
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     return add_backend_args(parser)
 
@@ -155,6 +160,22 @@ def main(argv: list[str] | None = None) -> int:
             missing_default = model
     policies += [m for m in models if m not in policies]
     _check_policies(parser, policies)
+    if not args.trust_pickle:
+        from agents.ensemble import is_manifest, read_manifest
+
+        for spec in policies:
+            path = Path(spec)
+            zips = [path] if path.suffix == ".zip" else []
+            if is_manifest(path) and path.is_file():
+                try:
+                    zips = [Path(m) for m in read_manifest(path)["members"] if m.endswith(".zip")]
+                except (ValueError, FileNotFoundError):
+                    zips = []  # a policy file, or a manifest the loader will reject with its own message
+            if zips:
+                parser.error(
+                    f"{spec}: SB3 .zip models hold pickles and can run code when loaded; pass --trust-pickle "
+                    "for your own files, or convert with `python -m agents.policy_file export`"
+                )
 
     # The solver prints a banner on stdout from every process (this one and the sweep's workers):
     # stdout is pointed at /dev/null while they run, and the report is written to the saved stdout.
@@ -176,6 +197,14 @@ def main(argv: list[str] | None = None) -> int:
             "time_limit_s": args.mpc_time_limit,
         },
     }
+    if args.trust_pickle:
+        for spec in policies:
+            if spec.endswith(".zip") or Path(spec).suffix == ".json":
+                policy_kwargs[spec] = {"trust_pickle": True}
+        print(
+            "warning: --trust-pickle: SB3 .zip files run code when loaded; use it only on your own files",
+            file=note,
+        )
     try:
         if several:
             return _across_levels(args, policies, levels, policy_kwargs, out)

@@ -47,7 +47,8 @@ def write_manifest(
     """Write the manifest ``path`` listing ``members`` (stored relative to its folder) and ``info``.
 
     Raises:
-        ValueError: No members, or a member that is not an existing ``.zip`` file.
+        ValueError: No members, or a member that is not an existing model ``.zip`` or policy
+            file (``.json``, :mod:`agents.policy_file`).
     """
     path = Path(path)
     if not members:
@@ -55,8 +56,8 @@ def write_manifest(
     rel = []
     for m in members:
         m = Path(m)
-        if m.suffix != ".zip" or not m.is_file():
-            raise ValueError(f"ensemble: member {m} is not an existing model .zip")
+        if m.suffix not in (".zip", ".json") or not m.is_file():
+            raise ValueError(f"ensemble: member {m} is not an existing model .zip or policy .json")
         rel.append(os.path.relpath(m.resolve(), path.parent.resolve()))
     data = {"kind": MANIFEST_KIND, "combine": "mean", "members": rel, **(info or {})}
     tmp = path.with_suffix(".json.tmp")

@@ -204,9 +204,13 @@ DEFAULT_RUN = Path("runs/default")
 
 
 def default_model(run: Path = DEFAULT_RUN) -> Path:
-    """The policy train.py deployed in ``run``: its ensemble manifest, else its model zip."""
-    ensemble = run / "ensemble.json"
-    return ensemble if ensemble.exists() else run / "model.zip"
+    """The policy train.py deployed in ``run``: the pickle-free ``policy/ensemble.json`` or
+    ``policy/model.json`` (:mod:`agents.policy_file`); for a run of an older version its
+    ``ensemble.json`` or ``model.zip`` (which need ``--trust-pickle``)."""
+    for name in ("policy/ensemble.json", "policy/model.json", "ensemble.json"):
+        if (run / name).exists():
+            return run / name
+    return run / "model.zip"
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -238,6 +242,8 @@ def policy_label(spec: str) -> str:
     if spec in POLICY_NAMES:
         return spec
     path = Path(spec)
+    if path.parent.name == "policy":  # train.py's pickle-free export: runs/<run>/policy/<name>.json
+        path = path.parent.parent / path.name
     stem = path.stem if path.stem not in ("model", "ensemble") else path.parent.name
     label = "agent" if stem in ("", "default") else f"agent-{stem}"
     return "".join(c if c.isalnum() or c in "._" else "_" for c in label.replace("agent-", "agent_", 1))

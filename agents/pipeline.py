@@ -57,6 +57,7 @@ from agents.imitation import (
 )
 from agents.members import clone_members
 from agents.plots import plot_learning_curve
+from agents.policy_file import export as export_policy
 from agents.safety import safe_flat_env
 from agents.sb3 import (
     HYPERPARAMS_DIR,
@@ -483,7 +484,7 @@ def stage_value_pretrain(
     bc_info["best_cloned"] = next((h["label"] for h in reversed(cloned) if h["best"]), "bc")
     if evaluator.history and not evaluator.history[-1]["best"]:
         # The last round did not improve on validation: continue from the best cloned policy.
-        best = load_model(evaluator.best_path)
+        best = load_model(evaluator.best_path, trust_pickle=True)
         model.policy.load_state_dict(best.policy.state_dict())
     set_log_std(model, cfg.ft_log_std)
     _log(f"cloned policy ({bc_info['best_cloned']}): {evaluator.best_pct:.1f} % of the oracle on validation")
@@ -570,7 +571,7 @@ def stage_ensemble(
         _log(f"ensemble: {reused} of {len(items)} members already trained (reused)")
     wall = time.perf_counter() - tick
     members = [Path(main_model)] + [Path(item["path"]) for item in items]
-    models = [load_model(m) for m in members]
+    models = [load_model(m, trust_pickle=True) for m in members]
     level = cfg.forecast_level
     scores = [
         evaluate_vs_oracle(m, scenarios, oracle_usd, cfg.preset, level)["pct_of_oracle"] for m in models
@@ -664,13 +665,16 @@ def train_agent(
         done_steps = int(ckpt["num_timesteps"])
         venv_seed = cfg.seed + done_steps
         model = load_model(
-            ckpt["path"], make_vec_env(cfg.preset, cfg.n_envs, venv_seed, forecast_level=cfg.forecast_level)
+            ckpt["path"],
+            make_vec_env(cfg.preset, cfg.n_envs, venv_seed, forecast_level=cfg.forecast_level),
+            trust_pickle=True,
         )
     elif resume and (out / "bc_model.zip").exists():
         _log("resuming from the cloned model (no fine-tuning checkpoint yet)")
         model = load_model(
             out / "bc_model.zip",
             make_vec_env(cfg.preset, cfg.n_envs, venv_seed, forecast_level=cfg.forecast_level),
+            trust_pickle=True,
         )
     else:
         model = make_model(
@@ -721,9 +725,10 @@ def train_agent(
         }
     if ensemble_info is not None:
         summary["ensemble"] = ensemble_info["validation"]
-        summary["deployed"] = str(out / "ensemble.json")
-    else:
-        summary["deployed"] = str(out / "model.zip")
+    # The deployed policy in the pickle-free format (agents/policy_file.py): what evaluate.py loads.
+    trained = out / "ensemble.json" if ensemble_info is not None else out / "model.zip"
+    shutil.rmtree(out / "policy", ignore_errors=True)
+    summary["deployed"] = str(export_policy(trained, out / "policy", cfg.preset))
     record["summary"] = summary
     run.save_record()
     _log(

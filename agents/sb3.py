@@ -455,17 +455,35 @@ class DictPolicy:
         return safety.project_action(decoded, obs, sc, self.env.state_snapshot(), self.env.forecast()), state
 
 
-def load_model(path: str | Path, env: Any = None) -> Any:
-    """Load a saved model zip with the right algorithm class (CPU), or an ensemble manifest
-    (``.json``, :mod:`agents.ensemble`) as an :class:`~agents.ensemble.EnsembleModel` of its members."""
+class UntrustedModelError(ValueError):
+    """An SB3 ``.zip`` was to be loaded without ``trust_pickle=True`` (it could run code)."""
+
+
+def load_model(path: str | Path, env: Any = None, trust_pickle: bool = False) -> Any:
+    """Load a trained model (CPU): a pickle-free policy file (``.json`` + ``.safetensors``,
+    :mod:`agents.policy_file`), an ensemble manifest (:mod:`agents.ensemble`) as an
+    :class:`~agents.ensemble.EnsembleModel` of its members, or an SB3 ``.zip``.
+
+    A ``.zip`` holds pickles and can execute code when loaded, so it is refused unless
+    ``trust_pickle=True`` (the training pipeline's own checkpoints; ``evaluate.py --trust-pickle``).
+    """
+    from agents.policy_file import is_policy_file, load_policy_file
+
+    if is_policy_file(path):
+        return load_policy_file(path, env)
     if is_manifest(path):
-        return EnsembleModel([load_model(m, env) for m in read_manifest(path)["members"]])
+        return EnsembleModel([load_model(m, env, trust_pickle) for m in read_manifest(path)["members"]])
     if not Path(path).is_file():
         raise FileNotFoundError(f"no trained model at {path}")
+    if not trust_pickle:
+        raise UntrustedModelError(
+            f"{path}: an SB3 .zip holds pickles and can run code when loaded; load only files you trust, "
+            "with trust_pickle=True (evaluate.py --trust-pickle), or convert it once with "
+            "`python -m agents.policy_file export`"
+        )
     return ALGOS[algo_of(path)].load(str(path), env=env, device="cpu")
 
 
-def load_policy(path: str | Path, env: gym.Env) -> DictPolicy:
-    """A saved model (``runs/default/model.zip``) or ensemble (``runs/default/ensemble.json``) as a
-    Dict-env policy with SB3's ``predict``."""
-    return DictPolicy(load_model(path), env)
+def load_policy(path: str | Path, env: gym.Env, trust_pickle: bool = False) -> DictPolicy:
+    """A saved model or ensemble (see :func:`load_model`) as a Dict-env policy with SB3's ``predict``."""
+    return DictPolicy(load_model(path, trust_pickle=trust_pickle), env)

@@ -91,8 +91,11 @@ def test_manifest_errors_name_the_problem(two_models: Path, tmp_path: Path) -> N
 
 def test_load_policy_on_a_manifest_averages_the_members(two_models: Path) -> None:
     env = CarbonAwareDCEnv(preset="paper")
-    policy = load_policy(two_models / "ensemble.json", env)
-    members = [load_model(two_models / "model.zip"), load_model(two_models / "sub" / "member_1.zip")]
+    policy = load_policy(two_models / "ensemble.json", env, trust_pickle=True)
+    members = [
+        load_model(two_models / "model.zip", trust_pickle=True),
+        load_model(two_models / "sub" / "member_1.zip", trust_pickle=True),
+    ]
     flat = FlatObsActionWrapper(CarbonAwareDCEnv(preset="paper"))
     obs, info = env.reset(seed=3)
     done, steps = False, 0

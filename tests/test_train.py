@@ -51,7 +51,7 @@ def test_make_model_save_and_load_policy(algo: str, tmp_path) -> None:
     model.save(path)
     assert algo_of(path) == algo
     env = CarbonAwareDCEnv(preset="paper")
-    policy = load_policy(path, env)
+    policy = load_policy(path, env, trust_pickle=True)
     assert np.isfinite(run_episode(policy, env, seed=1))
 
 
@@ -59,7 +59,7 @@ def test_load_policy_rejects_another_preset(tmp_path) -> None:
     model = make_model("ppo", make_vec_env("paper", 1, seed=0), seed=0)
     model.save(tmp_path / "m.zip")
     with pytest.raises(ValueError, match="observation size"):
-        load_policy(tmp_path / "m.zip", CarbonAwareDCEnv(preset="week"))
+        load_policy(tmp_path / "m.zip", CarbonAwareDCEnv(preset="week"), trust_pickle=True)
 
 
 def test_action_mask_from_obs_matches_env() -> None:
@@ -148,7 +148,7 @@ def test_train_smoke_then_resume(tmp_path) -> None:
     assert (out / "checkpoints" / "ckpt_960.zip").exists()
 
     env = CarbonAwareDCEnv(preset="paper")
-    assert np.isfinite(run_episode(load_policy(out / "model.zip", env), env, seed=0))
+    assert np.isfinite(run_episode(load_policy(out / "model.zip", env, trust_pickle=True), env, seed=0))
 
     # The default ensemble: the main model plus four members cloned from the saved dataset.
     assert record["config"]["ensemble"] == 5
@@ -156,9 +156,14 @@ def test_train_smoke_then_resume(tmp_path) -> None:
     names = ["model.zip", *(f"member_{m}.zip" for m in range(1, 5))]
     assert [Path(m).name for m in manifest["members"]] == names
     assert [m["seed"] for m in manifest["members_info"]] == [1, 2, 3, 4]
-    assert record["summary"]["deployed"].endswith("ensemble.json")
+    assert record["summary"]["deployed"] == str(out / "policy" / "ensemble.json")
     assert list(record["summary"]["ensemble"]["member_pct_of_oracle"]) == names
-    assert np.isfinite(run_episode(load_policy(out / "ensemble.json", env), env, seed=0))
+    zipped = run_episode(load_policy(out / "ensemble.json", env, trust_pickle=True), env, seed=0)
+    assert np.isfinite(zipped)
+    # The deployed copy is pickle-free and plays exactly as the zips it was exported from.
+    exported = read_manifest(out / "policy" / "ensemble.json")["members"]
+    assert [Path(m).suffix for m in exported] == [".json"] * 5
+    assert run_episode(load_policy(out / "policy" / "ensemble.json", env), env, seed=0) == zipped
 
     # A finished run, copied elsewhere and resumed, reuses its members instead of training them again.
     moved = tmp_path / "moved"
@@ -183,11 +188,11 @@ def test_train_without_bc_a2c(tmp_path) -> None:
         **resolve_hyperparams("a2c", "paper", "scratch"),
         "n_steps": 16,
     }
-    assert load_model(out / "model.zip").n_steps == 16
+    assert load_model(out / "model.zip", trust_pickle=True).n_steps == 16
     assert record["seeds"]["bc"] == [] and "bc" not in record["summary"]
     # No oracle dataset to clone ensemble members from: the single model is deployed.
     assert record["config"]["ensemble"] == 1 and not (out / "ensemble.json").exists()
-    assert record["summary"]["deployed"].endswith("model.zip")
+    assert record["summary"]["deployed"] == str(out / "policy" / "model.json")
     assert algo_of(out / "model.zip") == "a2c"
 
 
