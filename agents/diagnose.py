@@ -24,6 +24,7 @@ import argparse
 import dataclasses
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -123,7 +124,8 @@ def breakdown_item(item: dict[str, Any]) -> dict[str, Any]:
 
     sc = make_scenario(item["preset"], int(item["seed"]))
     env = make_env(item["preset"], sc)
-    policy = make_policy(item["spec"], env)
+    kw = {"trust_pickle": True} if item.get("trust_pickle") else {}
+    policy = make_policy(item["spec"], env, **kw)
     out = gap_breakdown(policy, env, sc, seed=int(item["seed"]), time_limit_s=float(item["time_limit_s"]))
     return {"seed": int(item["seed"]), **out}
 
@@ -180,7 +182,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--time-limit", type=float, default=60.0, help="MILP time limit per solve, s")
     parser.add_argument("--workers", type=int, default=None, help="scenarios at once (default: all cores)")
     parser.add_argument("--json", action="store_true", help="print the per-scenario rows and summary as JSON")
+    parser.add_argument(
+        "--trust-pickle", action="store_true", help="allow an SB3 .zip model (it RUNS CODE when loaded)"
+    )
     args = parser.parse_args(argv)
+    from agents.baselines import POLICY_NAMES
+
+    if args.model not in POLICY_NAMES:
+        path = Path(args.model)
+        if not path.is_file():
+            parser.error(
+                f"--model {args.model}: not a baseline name and no model file there (run train.py first)"
+            )
+        if path.suffix == ".zip" and not args.trust_pickle:
+            parser.error(f"--model {args.model}: an SB3 .zip can run code when loaded; pass --trust-pickle")
+    if args.time_limit <= 0 or args.time_limit != args.time_limit:
+        parser.error(f"--time-limit must be > 0 (got {args.time_limit})")
     items = [
         {
             "key": f"s{seed}",
@@ -188,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
             "preset": args.preset,
             "seed": seed,
             "time_limit_s": args.time_limit,
+            "trust_pickle": bool(args.trust_pickle),
         }
         for seed in args.seeds
     ]

@@ -81,3 +81,16 @@ def test_cli_prints_the_split(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--model", "carbon_greedy", "--seeds", "3", "--workers", "1"]) == 0
     text = capsys.readouterr().out
     assert "job_choice" in text and "routing" in text and "energy" in text
+
+
+def test_cli_rejects_a_missing_model_or_an_untrusted_zip_before_any_work(tmp_path, capsys) -> None:
+    from agents.diagnose import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--model", str(tmp_path / "nope.json")])
+    assert exc.value.code == 2 and "no model file" in capsys.readouterr().err
+    zipped = tmp_path / "m.zip"
+    zipped.write_bytes(b"PK")
+    with pytest.raises(SystemExit) as exc:
+        main(["--model", str(zipped)])
+    assert exc.value.code == 2 and "--trust-pickle" in capsys.readouterr().err
