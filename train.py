@@ -26,7 +26,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--algo", choices=sorted(ALGOS), default=d.algo, help="RL algorithm (default ppo)")
     p.add_argument("--preset", choices=sorted(PRESETS), default=d.preset)
-    p.add_argument("--timesteps", type=int, default=d.timesteps, help="fine-tuning environment steps")
+    p.add_argument(
+        "--timesteps",
+        type=int,
+        default=d.timesteps,
+        help="RL fine-tuning steps (default 0: off, see docs/training.md)",
+    )
     p.add_argument("--seed", type=int, default=d.seed, help="base seed of every scenario seed and the model")
     p.add_argument("--bc", action=argparse.BooleanOptionalAction, default=d.bc, help="clone the oracle first")
     p.add_argument("--bc-scenarios", type=int, default=d.bc_scenarios, help="oracle-solved scenarios for BC")
@@ -91,6 +96,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.ensemble < 1:
         p.error(f"--ensemble must be at least 1 (got {args.ensemble})")
+    if args.timesteps < 0:
+        p.error(f"--timesteps must be >= 0 (got {args.timesteps})")
+    if not args.bc and args.timesteps == 0:
+        p.error("--no-bc learns only by RL: give --timesteps > 0 (e.g. --timesteps 200000)")
     if args.noise_draws < 1:
         p.error(f"--noise-draws must be at least 1 (got {args.noise_draws})")
     try:  # an unknown key or a bad file fails here, before any work
