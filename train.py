@@ -81,7 +81,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--forecast-level",
         choices=LEVELS,
         default=d.forecast_level or "exact",
-        help="forecast errors the agent is trained with (envs/forecast.py; default exact)",
+        help="forecast errors the agent is trained with (envs/forecast.py; default typical)",
     )
     p.add_argument(
         "--noise-draws",

@@ -110,7 +110,8 @@ class TrainConfig:
     policy's validation score in four measured runs (docs/training.md, "Fine-tuning"); a run
     without behaviour cloning (``bc=False``) needs ``timesteps > 0``.
 
-    ``forecast_level`` (:mod:`envs.forecast`; None = exact): the forecast errors of every env the
+    ``forecast_level`` (:mod:`envs.forecast`; default ``typical``, ordinary day-ahead skill, as
+    operators decide; None = exact): the forecast errors of every env the
     pipeline builds (dataset replays, DAgger rollouts, validation, fine-tuning). The labels stay the
     clairvoyant oracle's on the true scenario (a privileged expert); each oracle schedule is replayed
     ``noise_draws`` times with other forecast errors in the observations.
@@ -150,7 +151,7 @@ class TrainConfig:
     workers: int | None = None
     hyperparams_file: str | None = None
     hp: dict[str, Any] = field(default_factory=dict)
-    forecast_level: str | None = None
+    forecast_level: str | None = "typical"
     noise_draws: int = 3
 
     @property
