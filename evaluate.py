@@ -8,6 +8,10 @@ With no arguments: oracle, MPC, greedy, carbon_greedy and the trained policy of 
 ``--forecast-level exact,good,typical,poor`` evaluates at each forecast error level (envs/forecast.py)
 and prints one table across levels with the value of perfect information; it writes
 ``results/levels.{json,csv,png}`` beside each level's own results in ``results/levels/<level>/``.
+
+``--scenario PATH`` evaluates your own scenarios instead of preset seeds: a scenario JSON, a folder
+of them (its ``heldout/`` sub-folder if it has train/validation/heldout splits) or a data spec YAML
+(its held-out windows); results name each scenario by its file stem or ``spec@window``.
 """
 
 from __future__ import annotations
@@ -19,7 +23,16 @@ import os
 import sys
 from pathlib import Path
 
-from agents.evaluation import default_model, evaluate, parse_seeds, print_table, write_report
+from agents.evaluation import (
+    default_model,
+    evaluate,
+    heldout_scenarios,
+    interrupted_message,
+    parse_seeds,
+    print_table,
+    write_report,
+)
+from agents.loading import add_loading_args, check_loading_args, loading_kwargs
 from envs import PRESETS
 from oracle.executor import add_backend_args, backend_kwargs
 
@@ -72,8 +85,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="trained SB3 model .zip or ensemble .json (repeatable)",
     )
-    parser.add_argument("--preset", default="paper", choices=sorted(PRESETS))
-    parser.add_argument("--seeds", type=parse_seeds, default=list(range(20)), help="e.g. 0-19 or 0,3,5")
+    parser.add_argument(
+        "--preset", default=None, choices=sorted(PRESETS), help="preset whose seeds to score (default paper)"
+    )
+    parser.add_argument(
+        "--seeds", type=parse_seeds, default=None, help="preset seeds, e.g. 0-19 or 0,3,5 (default 0-19)"
+    )
+    parser.add_argument(
+        "--scenario",
+        metavar="PATH",
+        default=None,
+        help="your scenarios instead of a preset: a scenario JSON, a folder of them (its heldout/ split "
+        "if it has one) or a data spec .yaml (its held-out windows)",
+    )
     parser.add_argument(
         "--policies",
         default=None,
@@ -118,13 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--wide", action="store_true", help="print the table on one line per row, whatever the terminal"
     )
-    parser.add_argument(
-        "--trust-pickle",
-        action="store_true",
-        help="allow SB3 .zip models: they hold pickles and RUN CODE when loaded (only your own files)",
-    )
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    return add_backend_args(parser)
+    return add_backend_args(add_loading_args(parser))
 
 
 def _check_policies(parser: argparse.ArgumentParser, policies: list[str]) -> None:
@@ -143,6 +162,20 @@ def _check_policies(parser: argparse.ArgumentParser, policies: list[str]) -> Non
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    scenarios = source = None
+    if args.scenario is not None:
+        if args.seeds is not None or args.preset is not None:
+            parser.error("--scenario names its own scenarios: give it without --seeds and --preset")
+        from envs.scenario import ScenarioError
+
+        try:
+            scenarios, source = heldout_scenarios(args.scenario)
+        except (ScenarioError, OSError) as exc:
+            parser.error(str(exc).splitlines()[0])
+    else:
+        args.preset = args.preset or "paper"
+        args.seeds = list(range(20)) if args.seeds is None else args.seeds
+    target = {"scenarios": scenarios, "source": source} if scenarios is not None else {}
     levels = args.forecast_level
     if levels is not None and args.forecast_noise:
         parser.error("--forecast-level and --forecast-noise: give one of them")
@@ -160,22 +193,10 @@ def main(argv: list[str] | None = None) -> int:
             missing_default = model
     policies += [m for m in models if m not in policies]
     _check_policies(parser, policies)
-    if not args.trust_pickle:
-        from agents.ensemble import is_manifest, read_manifest
+    from agents.baselines import POLICY_NAMES
 
-        for spec in policies:
-            path = Path(spec)
-            zips = [path] if path.suffix == ".zip" else []
-            if is_manifest(path) and path.is_file():
-                try:
-                    zips = [Path(m) for m in read_manifest(path)["members"] if m.endswith(".zip")]
-                except (ValueError, FileNotFoundError):
-                    zips = []  # a policy file, or a manifest the loader will reject with its own message
-            if zips:
-                parser.error(
-                    f"{spec}: SB3 .zip models hold pickles and can run code when loaded; pass --trust-pickle "
-                    "for your own files, or convert with `python -m agents.policy_file export`"
-                )
+    model_specs = [p for p in policies if p not in POLICY_NAMES]
+    check_loading_args(parser, args, model_specs)
 
     # The solver prints a banner on stdout from every process (this one and the sweep's workers):
     # stdout is pointed at /dev/null while they run, and the report is written to the saved stdout.
@@ -197,17 +218,17 @@ def main(argv: list[str] | None = None) -> int:
             "time_limit_s": args.mpc_time_limit,
         },
     }
+    for spec in model_specs:
+        policy_kwargs[spec] = loading_kwargs(args)
     if args.trust_pickle:
-        for spec in policies:
-            if spec.endswith(".zip") or Path(spec).suffix == ".json":
-                policy_kwargs[spec] = {"trust_pickle": True}
         print(
-            "warning: --trust-pickle: SB3 .zip files run code when loaded; use it only on your own files",
+            "warning: --trust-pickle: SB3 .zip and VecNormalize files run code when loaded; use it only on "
+            "your own files",
             file=note,
         )
     try:
         if several:
-            return _across_levels(args, policies, levels, policy_kwargs, out)
+            return _across_levels(args, policies, levels, policy_kwargs, out, target)
         if levels is not None:
             env_kwargs = {"forecast_level": levels[0]}
             policy_kwargs["mpc"]["exact"] = levels[0] == "exact"
@@ -221,14 +242,17 @@ def main(argv: list[str] | None = None) -> int:
             policy_kwargs=policy_kwargs,
             env_kwargs=env_kwargs,
             trace_dir=args.trace,
+            **target,
             **backend_kwargs(args),
         )
+        return _finish(args, report, out)
     except KeyboardInterrupt:
-        print(
-            f"interrupted: finished items are cached in {args.out}/items; rerun the same command to resume",
-            file=sys.stderr,
-        )
+        print(interrupted_message(args.out), file=sys.stderr)
         return 130
+
+
+def _finish(args: argparse.Namespace, report, out) -> int:
+    """Print the failures and the table, write the results files."""
     for failure in report.failures:
         print(f"failed: {failure['key']}: {failure['status']} {failure['error']}", file=sys.stderr)
     paths = write_report(report, args.out, plots=not args.no_plots)
@@ -242,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if report.failures else 0
 
 
-def _across_levels(args: argparse.Namespace, policies, levels, policy_kwargs, out) -> int:
+def _across_levels(args: argparse.Namespace, policies, levels, policy_kwargs, out, target) -> int:
     """``--forecast-level A,B,...``: one sweep per level, then the table across levels."""
     from agents.uncertainty import evaluate_levels, format_levels_table, write_levels
 
@@ -254,6 +278,7 @@ def _across_levels(args: argparse.Namespace, policies, levels, policy_kwargs, ou
         out_dir=args.out,
         policy_kwargs=policy_kwargs,
         trace_dir=args.trace,
+        **target,
         **backend_kwargs(args),
     )
     failures = [f for level in levels for f in report.reports[level].failures]

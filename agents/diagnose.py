@@ -116,18 +116,85 @@ def gap_breakdown(
 
 
 def breakdown_item(item: dict[str, Any]) -> dict[str, Any]:
-    """Sweep worker: :func:`gap_breakdown` of ``item["spec"]`` on seed ``item["seed"]`` of
+    """Sweep worker: :func:`gap_breakdown` of ``item["spec"]`` on ``item["scenario"]`` (a user's
+    scenario in its JSON form; the env takes its shapes) or on seed ``item["seed"]`` of
     ``item["preset"]``."""
     from agents.baselines import make_policy
     from agents.evaluation import make_env
     from envs.presets import make_scenario
 
-    sc = make_scenario(item["preset"], int(item["seed"]))
+    given = item.get("scenario")
+    sc = Scenario.from_dict(given) if given is not None else make_scenario(item["preset"], int(item["seed"]))
     env = make_env(item["preset"], sc)
-    kw = {"trust_pickle": True} if item.get("trust_pickle") else {}
-    policy = make_policy(item["spec"], env, **kw)
+    policy = make_policy(item["spec"], env, **item.get("policy_kwargs", {}))
     out = gap_breakdown(policy, env, sc, seed=int(item["seed"]), time_limit_s=float(item["time_limit_s"]))
-    return {"seed": int(item["seed"]), **out}
+    seed = None if given is not None else int(item["seed"])
+    return {"seed": seed, "scenario": item["name"], "fingerprint": item["fingerprint"], **out}
+
+
+def check_row(row: dict[str, Any]) -> None:
+    """Raise ``ValueError`` naming the field if a stored breakdown lacks what :func:`summarize` reads
+    (the sweep then recomputes it with a warning)."""
+    for key, names in (("benefit_usd", STEPS), ("parts_usd", tuple(PARTS))):
+        values = row.get(key)
+        if not isinstance(values, dict):
+            raise ValueError(f"result.{key}: missing or not a mapping")
+        for name in names:
+            v = values.get(name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ValueError(f"result.{key}.{name}: missing or not a number (got {v!r})")
+    if not isinstance(row.get("carbon_budget_relaxed"), list):
+        raise ValueError("result.carbon_budget_relaxed: missing or not a list")
+    for key in ("scenario", "fingerprint"):
+        if not isinstance(row.get(key), str):
+            raise ValueError(f"result.{key}: missing or not a string")
+
+
+def make_items(
+    spec: str,
+    preset: str | None,
+    seeds: Sequence[int],
+    time_limit_s: float,
+    policy_kwargs: dict[str, Any] | None = None,
+    scenarios: Sequence[tuple[str, Scenario]] | None = None,
+) -> list[dict[str, Any]]:
+    """One item per scenario (a preset's seeds, keyed ``<preset>-<seed>``, or named ``scenarios``, keyed
+    by their file-safe names), each with a ``fingerprint`` of what its result depends on (the model
+    file's contents, the scenario, the time limit, the code)."""
+    import hashlib
+    import json
+
+    from agents.ensemble import model_digest
+    from agents.evaluation import _safe_key, _targets, code_digest
+
+    code = code_digest()
+    digest = model_digest(spec) if Path(spec).is_file() else ""
+    items = []
+    for target in _targets(preset, seeds, scenarios):
+        ident = {
+            "spec": spec,
+            "digest": digest,
+            "target": [target["name"], target.get("digest"), target["seed"]],
+            "time_limit_s": time_limit_s,
+            "policy_kwargs": policy_kwargs or {},
+            "code": code,
+        }
+        if (policy_kwargs or {}).get("vecnormalize"):
+            ident["vecnormalize"] = model_digest(policy_kwargs["vecnormalize"])
+        items.append(
+            {
+                "key": _safe_key(target["name"]),
+                "spec": spec,
+                "name": target["name"],
+                "preset": target["preset"],
+                "seed": target["seed"],
+                "time_limit_s": time_limit_s,
+                "policy_kwargs": policy_kwargs or {},
+                "fingerprint": hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16],
+                **({"scenario": target["scenario"]} if "scenario" in target else {}),
+            }
+        )
+    return items
 
 
 def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -145,9 +212,10 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def format_summary(spec: str, preset: str, summary: dict[str, Any]) -> str:
-    """A plain-text table of :func:`summarize`."""
-    lines = [f"{spec} on {summary['scenarios']} {preset} scenarios: where the gap to the oracle goes", ""]
+def format_summary(spec: str, what: str, summary: dict[str, Any]) -> str:
+    """A plain-text table of :func:`summarize`; ``what`` names the scenarios (``paper`` or
+    ``held-out data_spec.yaml``)."""
+    lines = [f"{spec} on {summary['scenarios']} {what} scenarios: where the gap to the oracle goes", ""]
     lines.append(f"{'step':<16}{'benefit (USD)':>15}{'% of oracle':>13}")
     for s in STEPS:
         lines.append(f"{s:<16}{summary['benefit_usd'][s]:>15,.0f}{summary['pct_of_oracle'][s]:>13.2f}")
@@ -163,10 +231,11 @@ def format_summary(spec: str, preset: str, summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m agents.diagnose``."""
     from agents.evaluation import default_model, parse_seeds
+    from agents.loading import add_loading_args
     from envs.presets import PRESETS
-    from oracle.executor import run_sweep
 
     parser = argparse.ArgumentParser(
         prog="python -m agents.diagnose",
@@ -177,39 +246,83 @@ def main(argv: list[str] | None = None) -> int:
         default=str(default_model()),
         help="trained model (.zip / ensemble .json) or a baseline name (default: %(default)s)",
     )
-    parser.add_argument("--preset", default="paper", choices=sorted(PRESETS))
-    parser.add_argument("--seeds", type=parse_seeds, default=parse_seeds("0-19"), help="e.g. 0-19 or 0,3,5")
+    parser.add_argument(
+        "--preset", default=None, choices=sorted(PRESETS), help="preset whose seeds to use (default paper)"
+    )
+    parser.add_argument(
+        "--seeds", type=parse_seeds, default=None, help="preset seeds, e.g. 0-19 or 0,3,5 (default 0-19)"
+    )
+    parser.add_argument(
+        "--scenario",
+        metavar="PATH",
+        default=None,
+        help="your scenarios instead of a preset: a scenario JSON, a folder (its heldout/ split if it "
+        "has one) or a data spec .yaml (its held-out windows)",
+    )
     parser.add_argument("--time-limit", type=float, default=60.0, help="MILP time limit per solve, s")
     parser.add_argument("--workers", type=int, default=None, help="scenarios at once (default: all cores)")
-    parser.add_argument("--json", action="store_true", help="print the per-scenario rows and summary as JSON")
     parser.add_argument(
-        "--trust-pickle", action="store_true", help="allow an SB3 .zip model (it RUNS CODE when loaded)"
+        "--out",
+        default="results/diagnose",
+        help="cache folder: finished scenarios are kept in <out>/items, so a re-run resumes (default "
+        "%(default)s)",
     )
-    args = parser.parse_args(argv)
-    from agents.baselines import POLICY_NAMES
+    parser.add_argument("--json", action="store_true", help="print the per-scenario rows and summary as JSON")
+    return add_loading_args(parser)
 
+
+def main(argv: list[str] | None = None) -> int:
+    from agents.baselines import POLICY_NAMES
+    from agents.evaluation import _drop_stale, heldout_scenarios, interrupted_message
+    from agents.loading import check_loading_args, loading_kwargs
+    from envs.scenario import ScenarioError
+    from oracle.executor import run_sweep
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.model not in POLICY_NAMES and not Path(args.model).is_file():
+        parser.error(
+            f"--model {args.model}: not a baseline name and no model file there (run train.py first)"
+        )
     if args.model not in POLICY_NAMES:
-        path = Path(args.model)
-        if not path.is_file():
-            parser.error(
-                f"--model {args.model}: not a baseline name and no model file there (run train.py first)"
-            )
-        if path.suffix == ".zip" and not args.trust_pickle:
-            parser.error(f"--model {args.model}: an SB3 .zip can run code when loaded; pass --trust-pickle")
-    if args.time_limit <= 0 or args.time_limit != args.time_limit:
-        parser.error(f"--time-limit must be > 0 (got {args.time_limit})")
-    items = [
-        {
-            "key": f"s{seed}",
-            "spec": args.model,
-            "preset": args.preset,
-            "seed": seed,
-            "time_limit_s": args.time_limit,
-            "trust_pickle": bool(args.trust_pickle),
-        }
-        for seed in args.seeds
-    ]
-    results = run_sweep(breakdown_item, items, max_workers=args.workers, desc="gap breakdown")
+        check_loading_args(parser, args, [args.model])
+    if not args.time_limit > 0 or args.time_limit == float("inf"):
+        parser.error(f"--time-limit must be > 0 and finite (got {args.time_limit})")
+    if args.workers is not None and args.workers < 1:
+        parser.error(f"--workers must be >= 1 (got {args.workers})")
+    scenarios = None
+    if args.scenario is not None:
+        if args.seeds is not None or args.preset is not None:
+            parser.error("--scenario names its own scenarios: give it without --seeds and --preset")
+        try:
+            scenarios, source = heldout_scenarios(args.scenario)
+        except (ScenarioError, OSError) as exc:
+            parser.error(str(exc).splitlines()[0])
+        what = f"{source['evaluated']} {Path(args.scenario).name}"
+    else:
+        args.preset = args.preset or "paper"
+        args.seeds = list(range(20)) if args.seeds is None else args.seeds
+        what = args.preset
+    kw = {} if args.model in POLICY_NAMES else loading_kwargs(args)
+    items = make_items(args.model, args.preset, args.seeds or [], args.time_limit, kw, scenarios)
+    cache = Path(args.out) / "items"
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        parser.error(f"--out {args.out}: cannot create {cache} ({exc.strerror or exc})")
+    try:
+        _drop_stale(cache, items)
+        results = run_sweep(
+            breakdown_item,
+            items,
+            max_workers=args.workers,
+            out_dir=cache,
+            desc="gap breakdown",
+            validate_result=check_row,
+        )
+    except KeyboardInterrupt:
+        print(interrupted_message(args.out, "python -m agents.diagnose command"), file=sys.stderr)
+        return 130
     failed = [r for r in results if r.status != "ok"]
     for r in failed:
         print(f"{r.key}: {r.status}: {r.error}", file=sys.stderr)
@@ -220,9 +333,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         import json
 
-        print(json.dumps({"model": args.model, "preset": args.preset, "rows": rows, "summary": summary}))
+        payload = {"model": args.model, "preset": args.preset, "scenario": args.scenario}
+        print(json.dumps({**payload, "rows": rows, "summary": summary}))
     else:
-        print(format_summary(args.model, args.preset, summary))
+        print(format_summary(args.model, what, summary))
     return 1 if failed else 0
 
 

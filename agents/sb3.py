@@ -15,8 +15,9 @@
 - :class:`StateCheckpointCallback`: a checkpoint every ``save_freq`` steps plus a JSON state (steps,
   evaluation history) from which ``train.py --resume`` continues; :class:`StopAfterCallback` stops
   a run as Ctrl-C would (:class:`Interrupted`).
-- :func:`load_model` / :func:`load_policy`: a saved zip (or an ensemble manifest) behind the Dict
-  env's ``predict`` protocol (:class:`DictPolicy`, which applies the safety layer as training did).
+- :func:`load_model` / :func:`load_policy` / :class:`DictPolicy` / :func:`algo_of`: loading a saved
+  model (any SB3 / sb3-contrib zip by its own class, a policy file, an ensemble) as a Dict-env
+  policy, the safety layer only when asked; they live in :mod:`agents.loading` and are re-exported.
 
 The training stages that use these live in :mod:`agents.pipeline`.
 """
@@ -27,7 +28,6 @@ import inspect
 import json
 import math
 import os
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -43,14 +43,27 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
 from agents import safety
-from agents.ensemble import EnsembleModel, is_manifest, read_manifest
 from agents.imitation import rollout
-from envs.dc_env import CarbonAwareDCEnv
+from agents.loading import DictPolicy, UntrustedModelError, algo_of, load_model, load_policy
 from envs.presets import make_scenario
 from envs.scenario import Scenario
-from envs.wrappers import DEFAULT_REWARD_SCALE, FlatObsActionWrapper
+from envs.wrappers import DEFAULT_REWARD_SCALE
+
+__all__ = [
+    "ALGOS",
+    "DictPolicy",
+    "OracleEvalCallback",
+    "StateCheckpointCallback",
+    "UntrustedModelError",
+    "algo_of",
+    "load_model",
+    "load_policy",
+    "make_model",
+    "make_vec_env",
+]
 
 ALGOS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "sac": SAC, "a2c": A2C}
+"""The algorithms the project trains (and writes as policy files); :mod:`agents.loading` loads more."""
 HYPERPARAMS_DIR = Path(__file__).with_name("hyperparams")
 """``<algo>.yml`` here holds the package's hyperparameters (see :func:`load_hyperparams`)."""
 SETTINGS = ("finetune", "scratch")
@@ -402,88 +415,3 @@ class StopAfterCallback(BaseCallback):
         if self.num_timesteps >= self.steps:
             raise Interrupted(f"stopped after {self.num_timesteps} steps")
         return True
-
-
-# ------------------------------------------------------------------------------------ load_policy
-def algo_of(path: str | Path) -> str:
-    """The algorithm (``ppo``, ``a2c`` or ``sac``) of a saved SB3 model zip."""
-    with zipfile.ZipFile(path) as zf:
-        data = json.loads(zf.read("data").decode())
-    module = str(data.get("policy_class", {}).get("__module__", ""))
-    if "sac" in module or ("replay_buffer_class" in data and "clip_range" not in data):
-        return "sac"
-    return "ppo" if "clip_range" in data else "a2c"
-
-
-class DictPolicy:
-    """A trained flat-env SB3 model behind SB3's ``predict`` for the Dict env.
-
-    ``predict(obs)`` flattens the Dict observation (``FlatObsActionWrapper.flatten_obs``), asks the
-    model for its action and decodes it (``decode_action``) with the start mask rebuilt from the
-    observation, so a forbidden start becomes a hold exactly as the flat env would make it.
-    """
-
-    def __init__(self, model: Any, env: gym.Env) -> None:
-        base = env.unwrapped
-        if not isinstance(base, CarbonAwareDCEnv):
-            raise TypeError(f"load_policy needs a CarbonAwareDCEnv (got {type(base).__name__})")
-        self.model = model
-        self.env = base
-        self.flat = FlatObsActionWrapper(base)
-        if model.observation_space.shape != self.flat.observation_space.shape:
-            raise ValueError(
-                f"model observation size {model.observation_space.shape} does not match the env's "
-                f"{self.flat.observation_space.shape} (another preset or forecast horizon?)"
-            )
-
-    def predict(
-        self,
-        obs: dict[str, np.ndarray],
-        state: Any = None,
-        episode_start: Any = None,
-        deterministic: bool = True,
-    ) -> tuple[dict[str, np.ndarray], Any]:
-        """SB3's protocol for one Dict observation: ``(Dict action, state)``."""
-        flat_obs = self.flat.flatten_obs(obs)
-        action, _ = self.model.predict(flat_obs, deterministic=deterministic)
-        sc = self.env.scenario
-        if sc is None:
-            return self.flat.decode_action(action), state
-        decoded = self.flat.decode_action(
-            action, safety.action_mask_from_obs(obs, sc.site_array("gpu_capacity"))
-        )
-        return safety.project_action(decoded, obs, sc, self.env.state_snapshot(), self.env.forecast()), state
-
-
-class UntrustedModelError(ValueError):
-    """An SB3 ``.zip`` was to be loaded without ``trust_pickle=True`` (it could run code)."""
-
-
-def load_model(path: str | Path, env: Any = None, trust_pickle: bool = False) -> Any:
-    """Load a trained model (CPU): a pickle-free policy file (``.json`` + ``.safetensors``,
-    :mod:`agents.policy_file`), an ensemble manifest (:mod:`agents.ensemble`) as an
-    :class:`~agents.ensemble.EnsembleModel` of its members, or an SB3 ``.zip``.
-
-    A ``.zip`` holds pickles and can execute code when loaded, so it is refused unless
-    ``trust_pickle=True`` (the training pipeline's own checkpoints; ``evaluate.py --trust-pickle``).
-    """
-    from agents.policy_file import is_policy_file, load_policy_file
-
-    if is_policy_file(path):
-        return load_policy_file(path, env)
-    if is_manifest(path):
-        return EnsembleModel([load_model(m, env, trust_pickle) for m in read_manifest(path)["members"]])
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"no trained model at {path}")
-    if not trust_pickle:
-        raise UntrustedModelError(
-            f"{path}: an SB3 .zip holds pickles and can run code when loaded; load only files you trust, "
-            "with trust_pickle=True (evaluate.py --trust-pickle), or convert it once with "
-            "`python -m agents.policy_file export`"
-        )
-    return ALGOS[algo_of(path)].load(str(path), env=env, device="cpu")
-
-
-def load_policy(path: str | Path, env: gym.Env, trust_pickle: bool = False) -> DictPolicy:
-    """A saved model or ensemble (see :func:`load_model`) as a Dict-env policy with SB3's ``predict``."""
-    return DictPolicy(load_model(path, trust_pickle=trust_pickle), env)
