@@ -3,27 +3,47 @@
     python train.py                         # paper preset, runs/default/
     python train.py --timesteps 20000 --out runs/quick --bc-scenarios 50 --dagger-rounds 0
     python train.py --resume                # continue an interrupted run from its last checkpoint
+    python train.py --resume --bc-epochs 50 --resume-with-changes   # continue with a changed flag
     python train.py --hp clip_range=0.2 --hp n_epochs=10   # override agents/hyperparams/ppo.yml
 
-The pipeline is :func:`agents.pipeline.train_agent`; this file only parses the flags. See docs/training.md.
+The pipeline is :func:`agents.pipeline.train_agent`; this file only parses and checks the flags
+(every value before any work: one line and exit 2 on bad input; Ctrl-C: one line saying what was
+kept and how to resume, exit 130). See docs/training.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
+from pathlib import Path
 
-from agents.pipeline import Interrupted, TrainConfig, train_agent
+from agents.pipeline import (
+    Interrupted,
+    TrainConfig,
+    config_changes,
+    saved_config,
+    train_agent,
+    writable_problem,
+)
 from agents.sb3 import ALGOS, parse_hp
 from envs.forecast import LEVELS
 from envs.presets import PRESETS
 from oracle.executor import add_backend_args
 
+FIELD_OF = {
+    "oracle_time_limit": "oracle_time_limit_s",
+    "no_progress": "progress_bar",
+    "hyperparams": "hyperparams_file",
+}
+"""``TrainConfig`` field of each flag whose name differs (the others: the flag's own name)."""
+NOT_CONFIG = {"resume", "resume_with_changes", "stop_after_steps"}
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+
+def build_parser() -> argparse.ArgumentParser:
     """The command-line flags (defaults from :class:`agents.pipeline.TrainConfig`)."""
     d = TrainConfig()
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="train.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--algo", choices=sorted(ALGOS), default=d.algo, help="RL algorithm (default ppo)")
     p.add_argument("--preset", choices=sorted(PRESETS), default=d.preset)
     p.add_argument(
@@ -43,6 +63,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n-envs", type=int, default=d.n_envs)
     p.add_argument("--out", default=d.out, help="output folder (default runs/default)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument(
+        "--resume-with-changes",
+        action="store_true",
+        help="with --resume: continue although flags differ from the run's config.json, using the new "
+        "values (finished stages keep their outputs)",
+    )
     p.add_argument("--torch-threads", type=int, default=d.torch_threads, help="torch threads (default 1)")
     p.add_argument("--eval-freq", type=int, default=d.eval_freq, help="steps between validations")
     p.add_argument("--eval-scenarios", type=int, default=d.eval_scenarios)
@@ -93,20 +119,59 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # Testing aid: behave as if interrupted (Ctrl-C) after N fine-tuning steps.
     p.add_argument("--stop-after-steps", type=int, default=None, help=argparse.SUPPRESS)
     add_backend_args(p)
+    return p
+
+
+def flag_of(parser: argparse.ArgumentParser, name: str) -> str:
+    """The flag that sets config field (or destination) ``name``, e.g. ``--n-envs``."""
+    dests = {FIELD_OF.get(a.dest, a.dest): a for a in parser._actions if a.option_strings}
+    action = dests.get(name)
+    return action.option_strings[0] if action is not None else name
+
+
+def given_fields(argv: list[str] | None) -> set[str]:
+    """The config fields whose flags appear on the command line (not left at their defaults)."""
+    quiet = build_parser()
+    for action in quiet._actions:
+        action.default = argparse.SUPPRESS
+    given = vars(quiet.parse_args(argv))
+    return {FIELD_OF.get(dest, dest) for dest in given if dest not in NOT_CONFIG}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse and check every flag before any work: a bad value, an unwritable ``--out``, a
+    ``--resume`` without a run, or flags that differ from the resumed run's ``config.json``
+    (without ``--resume-with-changes``) exit with one line (status 2)."""
+    p = build_parser()
     args = p.parse_args(argv)
-    if args.ensemble < 1:
-        p.error(f"--ensemble must be at least 1 (got {args.ensemble})")
-    if args.timesteps < 0:
-        p.error(f"--timesteps must be >= 0 (got {args.timesteps})")
-    if not args.bc and args.timesteps == 0:
-        p.error("--no-bc learns only by RL: give --timesteps > 0 (e.g. --timesteps 200000)")
-    if args.noise_draws < 1:
-        p.error(f"--noise-draws must be at least 1 (got {args.noise_draws})")
-    try:  # an unknown key or a bad file fails here, before any work
+    try:
         args.hp = parse_hp(args.hp)
-        config_from_args(args).hyperparams()
-    except (ValueError, FileNotFoundError) as exc:
+        cfg = config_from_args(args)
+        cfg.check()
+    except FileNotFoundError as exc:
         p.error(str(exc))
+    except ValueError as exc:
+        name, sep, rest = str(exc).partition(": ")
+        p.error(f"{flag_of(p, name)}: {rest}" if sep and name.isidentifier() else str(exc))
+    problem = writable_problem(Path(args.out))
+    if problem:
+        p.error(f"--out: {problem}")
+    if args.resume_with_changes and not args.resume:
+        p.error("--resume-with-changes: only with --resume")
+    args.apply = set()
+    if args.resume:
+        try:
+            saved, _ = saved_config(args.out)
+        except FileNotFoundError as exc:
+            p.error(str(exc))
+        changes = config_changes(saved, cfg, given_fields(argv))
+        if changes and not args.resume_with_changes:
+            listed = ", ".join(f"{flag_of(p, name)} {old!r} -> {new!r}" for name, old, new in changes)
+            p.error(
+                f"--resume: flags differ from {Path(args.out) / 'config.json'}: {listed}; drop them to "
+                "continue the run as it was, or add --resume-with-changes to continue with the new values"
+            )
+        args.apply = {name for name, _, _ in changes}
     return args
 
 
@@ -147,12 +212,28 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     )
 
 
+def resume_hint(args: argparse.Namespace, argv: list[str]) -> str:
+    """The exact command that continues an interrupted run (or starts it again, if it had not begun)."""
+    if not (Path(args.out) / "config.json").is_file():
+        return "start it again with: " + shlex.join(["python", "train.py", *argv])
+    return "resume with: " + shlex.join(["python", "train.py", "--resume", "--out", str(args.out)])
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        train_agent(config_from_args(args), resume=args.resume, stop_after_steps=args.stop_after_steps)
+        args = parse_args(argv)
+        train_agent(
+            config_from_args(args),
+            resume=args.resume,
+            stop_after_steps=args.stop_after_steps,
+            apply=args.apply,
+        )
     except Interrupted as exc:
-        print(f"{exc}; continue with: python train.py --resume --out {args.out}", file=sys.stderr)
+        print(f"train.py: {exc}; {resume_hint(args, argv)}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:  # before the pipeline started: nothing to keep
+        print("train.py: interrupted before the run started; nothing kept", file=sys.stderr)
         return 130
     return 0
 

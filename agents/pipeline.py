@@ -31,9 +31,10 @@ import json
 import math
 import os
 import shutil
+import tempfile
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Collection, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -76,11 +77,18 @@ from agents.sb3 import (
     set_log_std,
     set_torch_threads,
 )
-from envs.presets import make_scenario
+from envs.forecast import LEVELS
+from envs.presets import PRESETS, make_scenario
 from envs.scenario import Scenario
 from envs.wrappers import DEFAULT_REWARD_SCALE
 
-__all__ = ["Interrupted", "TrainConfig", "train_agent"]
+__all__ = ["Interrupted", "TrainConfig", "config_changes", "kept_summary", "train_agent"]
+
+MAX_SEED = 2**32 - 1
+"""numpy's legacy seed range (``np.random.seed``, which SB3's ``set_random_seed`` calls) ends here."""
+RUNTIME_FIELDS = frozenset({"progress_bar", "backend", "ray_address", "workers", "torch_threads"})
+"""Config fields that change how a run is executed, not what it computes: a resumed run takes the
+new values without asking (the others must match ``config.json``, see :func:`config_changes`)."""
 
 
 @dataclass
@@ -153,6 +161,73 @@ class TrainConfig:
     hp: dict[str, Any] = field(default_factory=dict)
     forecast_level: str | None = "typical"
     noise_draws: int = 3
+
+    def check(self) -> None:
+        """Raise ``ValueError`` naming the field for a value out of range (before any work).
+
+        Counts: ``n_envs``, ``torch_threads``, ``eval_freq``, ``checkpoint_freq``, ``eval_scenarios``,
+        ``ensemble``, ``noise_draws`` >= 1; with ``bc`` also ``bc_scenarios`` and ``bc_epochs`` >= 1,
+        with DAgger rounds ``dagger_scenarios`` and ``dagger_epochs`` >= 1; the others >= 0.
+        ``seed``: an integer with ``seed + ensemble - 1 <= 2**32 - 1`` (members use ``seed + m``,
+        and numpy's legacy seeding, which SB3 calls, takes at most 32 bits). Solver settings:
+        ``oracle_time_limit_s`` finite and > 0, ``demo_mip_gap`` in [0, 1)."""
+        from agents.sb3 import ALGOS
+
+        def fail(name: str, problem: str) -> None:
+            raise ValueError(f"{name}: {problem} (got {getattr(self, name)!r})")
+
+        def whole(name: str, low: int) -> None:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+                fail(name, f"must be an integer >= {low}")
+
+        def positive(name: str, optional: bool = False) -> None:
+            value = getattr(self, name)
+            if optional and value is None:
+                return
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                fail(name, "must be a finite number")
+            if value <= 0:
+                fail(name, "must be > 0")
+
+        if self.algo not in ALGOS:
+            fail("algo", f"choose one of {sorted(ALGOS)}")
+        if self.preset not in PRESETS:
+            fail("preset", f"choose one of {sorted(PRESETS)}")
+        if self.forecast_level is not None and self.forecast_level not in LEVELS:
+            fail("forecast_level", f"choose one of {list(LEVELS)} or None (exact)")
+        whole("seed", 0)
+        for name in ("timesteps", "dagger_rounds", "value_pretrain_scenarios"):
+            whole(name, 0)
+        for name in ("n_envs", "torch_threads", "eval_freq", "checkpoint_freq", "eval_scenarios"):
+            whole(name, 1)
+        for name in ("ensemble", "noise_draws"):
+            whole(name, 1)
+        whole("bc_scenarios", 1 if self.bc else 0)
+        whole("bc_epochs", 1 if self.bc else 0)
+        rounds = self.bc and self.dagger_rounds > 0
+        whole("dagger_scenarios", 1 if rounds else 0)
+        whole("dagger_epochs", 1 if rounds else 0)
+        if self.seed + self.ensemble - 1 > MAX_SEED:
+            top = MAX_SEED - self.ensemble + 1
+            fail("seed", f"must be at most {top} (numpy's seed range; ensemble members use seed + m)")
+        if self.workers is not None:
+            whole("workers", 1)
+        positive("oracle_time_limit_s")
+        positive("dagger_lr")
+        positive("learning_rate", optional=True)
+        if not (isinstance(self.demo_mip_gap, (int, float)) and 0.0 <= self.demo_mip_gap < 1.0):
+            fail("demo_mip_gap", "must be a relative gap in [0, 1)")
+        if not (isinstance(self.ft_log_std, (int, float)) and math.isfinite(self.ft_log_std)):
+            fail("ft_log_std", "must be a finite number")
+        if not self.bc and self.timesteps == 0:
+            fail("timesteps", "without bc the agent learns only by RL: give timesteps > 0 (e.g. 200000)")
+        self.hyperparams()  # an unknown key or a missing file fails here too
+
+    def effective(self) -> TrainConfig:
+        """The config a run records: ``ensemble`` is 1 without ``bc`` (members clone the oracle
+        dataset, which only behaviour cloning builds)."""
+        return replace(self, ensemble=1) if self.ensemble > 1 and not self.bc else self
 
     @property
     def setting(self) -> str:
@@ -240,29 +315,105 @@ def _forget(evaluator: OracleEvalCallback, label: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------- stages
-def stage_seeds(cfg: TrainConfig, resume: bool) -> Run:
-    """Open the run folder: the config (the saved one on resume, with a larger ``timesteps`` if
-    asked), the seed plan, versions and machine facts, written to ``config.json``."""
-    cfg.hyperparams()  # a bad key fails here, before any work
+def writable_problem(path: Path) -> str | None:
+    """Why a run folder could not be created or written at ``path``, or None.
+
+    Probes for real (permission bits say little to root or on a read-only mount): the missing
+    folders are created, a temporary file is written in ``path``, and both are removed again."""
+    if path.exists() and not path.is_dir():
+        return f"{path} is a file, not a folder"
+    missing, existing = [], path
+    while not existing.exists():
+        missing.append(existing)
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file, so {path} cannot be created"
+    created: list[Path] = []
+    try:
+        for folder in reversed(missing):
+            folder.mkdir()
+            created.append(folder)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        return f"cannot create or write {path} ({exc.strerror or exc})"
+    finally:
+        for folder in reversed(created):
+            folder.rmdir()
+    return None
+
+
+def saved_config(out: str | Path) -> tuple[TrainConfig, dict[str, Any]]:
+    """The config and ``config.json`` record of the run in ``out``; ``FileNotFoundError`` with a
+    one-line reason when ``out`` is not a run folder (missing, empty, or never started)."""
+    path = Path(out) / "config.json"
+    if not path.is_file():
+        what = "does not exist" if not Path(out).exists() else "has no config.json (no run was started there)"
+        raise FileNotFoundError(f"--resume: {out} {what}; start the run without --resume")
+    try:
+        record = json.loads(path.read_text())
+        names = {f.name for f in fields(TrainConfig)}
+        saved = TrainConfig(**{k: v for k, v in record["config"].items() if k in names})
+    except (ValueError, KeyError, TypeError) as exc:
+        raise FileNotFoundError(f"--resume: {path} is not a training record ({exc})") from exc
+    return saved, record
+
+
+def config_changes(
+    saved: TrainConfig, cfg: TrainConfig, given: Collection[str]
+) -> list[tuple[str, Any, Any]]:
+    """``(field, saved value, new value)`` for every field in ``given`` (the ones the user set)
+    whose value differs from the saved run's. Runtime fields (:data:`RUNTIME_FIELDS`) and ``out``
+    never count; a larger ``timesteps`` continues fine-tuning and does not count either."""
+    old, new = asdict(saved.effective()), asdict(cfg.effective())
+    changes = []
+    for name in given:
+        if name in RUNTIME_FIELDS or name == "out" or name not in old:
+            continue
+        if name == "timesteps" and new[name] >= old[name]:
+            continue
+        if old[name] != new[name]:
+            changes.append((name, old[name], new[name]))
+    return sorted(changes)
+
+
+def resumed_config(cfg: TrainConfig, apply: Collection[str] = ()) -> tuple[TrainConfig, dict[str, Any]]:
+    """The config a resumed run in ``cfg.out`` continues with: the saved one, with ``cfg``'s
+    runtime fields, the larger ``timesteps`` and the fields in ``apply`` taken from ``cfg``."""
+    saved, record = saved_config(cfg.out)
+    keep = {name: getattr(cfg, name) for name in RUNTIME_FIELDS | set(apply)}
+    keep["timesteps"] = max(cfg.timesteps, saved.timesteps) if "timesteps" not in apply else cfg.timesteps
+    return replace(saved, out=cfg.out, **keep), record
+
+
+def stage_seeds(cfg: TrainConfig, resume: bool, apply: Collection[str] = ()) -> Run:
+    """Open the run folder: the config (on resume the saved one, see :func:`resumed_config`; the
+    fields in ``apply`` changed as asked), the seed plan, versions and machine facts, written to
+    ``config.json``."""
+    cfg.check()  # a bad value or hyperparameter key fails here, before any work
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    cfg_path = out / "config.json"
     record: dict[str, Any]
     if resume:
-        if not cfg_path.exists():
-            raise FileNotFoundError(f"--resume: no {cfg_path}; start the run without --resume")
-        record = json.loads(cfg_path.read_text())
-        saved = TrainConfig(**record["config"])
-        cfg = replace(saved, progress_bar=cfg.progress_bar, timesteps=max(cfg.timesteps, saved.timesteps))
-        record["resumed"] = [*record.get("resumed", []), time.strftime("%Y-%m-%dT%H:%M:%S")]
+        saved = saved_config(cfg.out)[0]
+        changes = config_changes(saved, cfg, apply)
+        cfg, record = resumed_config(cfg, apply)
+        entry: dict[str, Any] = {"at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        if changes:
+            entry["changed"] = {name: [old, new] for name, old, new in changes}
+            _log(
+                "resuming with changed settings (finished stages keep their outputs): "
+                + ", ".join(f"{name} {old!r} -> {new!r}" for name, old, new in changes)
+            )
+        record["resumed"] = [*record.get("resumed", []), entry]
     else:
+        out.mkdir(parents=True, exist_ok=True)
         record = {}
         for stale in ("stages", "datasets", "checkpoints"):
             shutil.rmtree(out / stale, ignore_errors=True)
         (out / "bc_model.zip").unlink(missing_ok=True)
-    if cfg.ensemble > 1 and not cfg.bc:
+    if cfg.effective() is not cfg:
         _log(f"--ensemble {cfg.ensemble} needs the oracle dataset of --bc: deploying the single model")
-        cfg = replace(cfg, ensemble=1)
+        cfg = cfg.effective()
     plan = cfg.seed_plan()
     record.update(
         {
@@ -541,7 +692,7 @@ def stage_finetune(
             spent = time.perf_counter() - tick + spent_before
             record["timings_s"] = {**record.get("timings_s", {}), **run.timings, "finetune_s": spent}
             run.save_record()
-            raise Interrupted(f"interrupted at {model.num_timesteps} steps ({exc})") from exc
+            raise Interrupted(f"at {model.num_timesteps} fine-tuning steps") from exc
         checkpointer.save_now()
         if evaluator.history[-1]["timesteps"] != model.num_timesteps:
             evaluator.evaluate(model, model.num_timesteps)
@@ -645,17 +796,53 @@ def _imitate(run: Run, model: BaseAlgorithm, evaluator: OracleEvalCallback) -> d
 
 
 def train_agent(
-    cfg: TrainConfig, resume: bool = False, stop_after_steps: int | None = None
+    cfg: TrainConfig,
+    resume: bool = False,
+    stop_after_steps: int | None = None,
+    apply: Collection[str] = (),
 ) -> dict[str, Any]:
     """BC from the oracle (optional, with DAgger), then RL fine-tuning; the best validated model wins.
 
     Runs the stages of this module in order (see its docstring for the run folder) and returns the
-    ``config.json`` record with its ``summary``. ``resume`` skips the stages already recorded and
-    continues fine-tuning from the last checkpoint (or from ``bc_model.zip`` if fine-tuning had not
-    checkpointed yet). Raises :class:`Interrupted` on Ctrl-C.
+    ``config.json`` record with its ``summary``. ``resume`` continues the run saved in ``cfg.out``
+    with its saved config (see :func:`resumed_config`; the fields named in ``apply`` are taken from
+    ``cfg`` instead), skips the stages already recorded and continues fine-tuning from the last
+    checkpoint (or from ``bc_model.zip`` if fine-tuning had not checkpointed yet). Raises
+    :class:`Interrupted` on Ctrl-C (anywhere), its message saying where and what was kept
+    (:func:`kept_summary`).
     """
+    try:
+        return _train(cfg, resume, stop_after_steps, apply)
+    except (KeyboardInterrupt, Interrupted) as exc:
+        where = f" {exc}" if isinstance(exc, Interrupted) and str(exc) else ""
+        raise Interrupted(f"interrupted{where}; {kept_summary(Path(cfg.out))}") from exc
+
+
+def kept_summary(out: Path) -> str:
+    """One line: what an interrupted run left in ``out`` that ``--resume`` will reuse."""
+    if not (out / "config.json").is_file():
+        return f"nothing kept in {out} (the run had not started)"
+    kept = ["config.json"]
+    solves = sum(1 for _ in (out / "oracle_cache").glob("*/*.json"))  # a missing folder globs nothing
+    if solves:
+        kept.append(f"{solves} cached oracle solves")
+    stages = sorted(p.stem for p in (out / "stages").glob("*.json"))
+    if stages:
+        kept.append("finished stages " + ", ".join(stages))
+    ckpt = latest_checkpoint(out / "checkpoints")
+    if ckpt is not None:
+        kept.append(f"fine-tuning checkpoint at {ckpt['num_timesteps']} steps")
+    members = list((out / "ensemble" / "items").glob("*.json"))
+    if members:
+        kept.append(f"{len(members)} ensemble members")
+    return f"kept in {out}: " + "; ".join(kept)
+
+
+def _train(
+    cfg: TrainConfig, resume: bool, stop_after_steps: int | None, apply: Collection[str]
+) -> dict[str, Any]:
     t_start = time.perf_counter()
-    run = stage_seeds(cfg, resume)
+    run = stage_seeds(cfg, resume, apply)
     cfg, out, record = run.cfg, run.out, run.record
     set_torch_threads(cfg.torch_threads)
     scenarios, oracle_usd = stage_validation(run)

@@ -1,16 +1,22 @@
 """``make bench`` / ``python -m bench``: every benchmark, printed as tables and written to
 ``bench/results.md`` (with the machine it ran on). ``--quick`` shrinks repeats and sizes for a smoke
-run; ``--only env,oracle,...`` picks sections."""
+run; ``--only env,oracle,...`` picks sections.
+
+Inputs are checked before any benchmark runs (unknown sections, an ``--out`` that cannot be
+written: one line, exit 2). The results file is written atomically at the end. Ctrl-C stops with
+one line (exit 130): the finished sections are kept in ``<out>.partial.md`` (``--out`` itself is
+left as it was) and the exact command that runs the remaining sections is printed."""
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import shlex
 import sys
 import time
 from pathlib import Path
 
-from bench.common import machine
+from bench.common import machine, out_problem
 
 SECTIONS = ("env", "oracle", "scaling", "mpc", "sweeps", "dataset", "training")
 
@@ -25,10 +31,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     chosen = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = sorted(set(chosen) - set(SECTIONS))
-    if unknown:
-        parser.error(f"--only: unknown sections {unknown}; choose from {', '.join(SECTIONS)}")
+    if unknown or not chosen:
+        parser.error(f"--only: unknown sections {unknown or chosen}; choose from {', '.join(SECTIONS)}")
+    problem = out_problem(args.out)
+    if problem:
+        parser.error(f"--out: {problem}")
 
     from bench import agents_speed, env_speed, oracle_speed
+    from envs.atomic import atomic_write_text
 
     q = args.quick
     runners = {
@@ -50,18 +60,47 @@ def main(argv: list[str] | None = None) -> int:
         + (" (--quick)" if q else "")
         + ". Regenerate with `make bench`.",
     ]
+    done: list[str] = []
     for name in chosen:
         t0 = time.perf_counter()
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)
-        section = runners[name]()
+        try:
+            section = runners[name]()
+        except KeyboardInterrupt:
+            print(interrupted(args, name, done, chosen, parts), file=sys.stderr)
+            return 130
         print(section + "\n", flush=True)
         parts += ["", section, "", f"_{name}: {time.perf_counter() - t0:.0f} s_"]
+        done.append(name)
     total = time.perf_counter() - started
     parts += ["", f"Total benchmark time: {total / 60:.1f} min."]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(parts) + "\n")
+    atomic_write_text(args.out, "\n".join(parts) + "\n")
     print(f"Total {total / 60:.1f} min; wrote {args.out}", file=sys.stderr)
     return 0
+
+
+def interrupted(
+    args: argparse.Namespace, name: str, done: list[str], chosen: list[str], parts: list[str]
+) -> str:
+    """Keep the finished sections in ``<out>.partial.md``; one line saying so and how to go on."""
+    from envs.atomic import atomic_write_text
+
+    rest = chosen[chosen.index(name) :]
+    cmd = ["python", "-m", "bench", *(["--quick"] if args.quick else []), "--only"]
+    if not done:
+        again = shlex.join([*cmd, ",".join(chosen), "--out", str(args.out)])
+        return (
+            f"python -m bench: interrupted in section {name!r}; nothing finished or written; rerun: {again}"
+        )
+    again = shlex.join([*cmd, ",".join(rest), "--out", str(args.out.with_suffix(".rest.md"))])
+    partial = args.out.with_suffix(".partial.md")
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(partial, "\n".join([*parts, "", f"Interrupted in section {name!r}."]) + "\n")
+    return (
+        f"python -m bench: interrupted in section {name!r}; kept {', '.join(done)} in {partial} "
+        f"({args.out} untouched); run the rest with: {again}"
+    )
 
 
 if __name__ == "__main__":

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import statistics
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass
@@ -47,8 +50,6 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 
 def machine() -> str:
     """One line describing this machine."""
-    import os
-
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -64,3 +65,23 @@ def machine() -> str:
     except (ValueError, OSError):
         pass
     return f"{cpu}, {os.cpu_count()} cores{mem}, Python {platform.python_version()}, {platform.system()}"
+
+
+def out_problem(path: Path) -> str | None:
+    """Why the results file ``path`` could not be written, or None. Probes for real (a temporary
+    file in the nearest existing folder; nothing is left behind)."""
+    if path.is_dir():
+        return f"{path} is a folder; give a file name such as {path / 'results.md'}"
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"{folder} is a file, so {path.parent} cannot be created"
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        return f"cannot write in {folder} ({exc.strerror or exc})"
+    if path.exists() and not os.access(path, os.W_OK):
+        return f"{path} is not writable"
+    return None
