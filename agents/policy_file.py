@@ -8,8 +8,11 @@ trained policies are therefore saved as two files that cannot run code when they
 - ``<name>.json`` (``kind: carbon-aware-dc-policy``): what is needed to rebuild the network from the
   package's own classes: the algorithm (``ppo``, ``a2c``, ``sac``), the preset whose flat env fixes
   the observation and action spaces, ``net_arch``, the activation (by name, from a fixed table), the
-  features extractor (by name, from a fixed table, with its JSON keyword arguments), the shapes, and
-  the weights' SHA-256 (a truncated or swapped weights file is refused).
+  features extractor (by name, from a fixed table, with its JSON keyword arguments), the shapes,
+  ``safety_layer`` (whether the policy was trained behind the project's action projection,
+  :mod:`agents.safety`, and so should play behind it: true for everything the project's training
+  writes; a file without the field predates it and was trained with the layer, so it reads as true)
+  and the weights' SHA-256 (a truncated or swapped weights file is refused).
 
 :func:`load_policy_file` builds a fresh SB3 model of that algorithm on the preset's flat env
 (nothing is unpickled) and loads the tensors with ``strict=True``, so a file whose tensors do not
@@ -100,10 +103,17 @@ def describe(model: Any, preset: str) -> dict[str, Any]:
 
 
 def save_policy_file(
-    model: Any, path: str | os.PathLike[str], preset: str, info: dict[str, Any] | None = None
+    model: Any,
+    path: str | os.PathLike[str],
+    preset: str,
+    info: dict[str, Any] | None = None,
+    safety_layer: bool = True,
 ) -> Path:
     """Write ``path`` (``.json``) and its weights ``path.with_suffix(".safetensors")``, atomically
-    (weights first, so a description never points at a missing or partial weights file)."""
+    (weights first, so a description never points at a missing or partial weights file).
+
+    ``safety_layer``: recorded in the description; true (the default) for a policy trained behind
+    the safety layer, as the project's training does, so that loaders apply it by default."""
     from safetensors.torch import save_file
 
     from envs.atomic import atomic_path, atomic_write_text
@@ -116,6 +126,7 @@ def save_policy_file(
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.policy.state_dict().items()}
     with atomic_path(weights) as tmp:
         save_file(tensors, str(tmp))
+    desc["safety_layer"] = bool(safety_layer)
     desc["weights"] = weights.name
     desc["sha256"] = _sha256(weights)
     if info:
@@ -150,6 +161,8 @@ def read_description(path: str | os.PathLike[str]) -> dict[str, Any]:
     ext = desc.get("features_extractor")
     if ext is not None and ext not in _extractors():
         _fail(path, f"features_extractor must be one of {sorted(_extractors())} or null (got {ext!r})")
+    if not isinstance(desc.get("safety_layer", True), bool):
+        _fail(path, f"safety_layer must be true or false (got {desc['safety_layer']!r})")
     if not isinstance(desc.get("weights"), str) or Path(desc["weights"]).name != desc["weights"]:
         _fail(path, "weights must be a file name beside the description")
     return desc
@@ -193,9 +206,21 @@ def load_policy_file(path: str | os.PathLike[str], env: Any = None) -> Any:
     return model
 
 
-def export(model_path: str | os.PathLike[str], out_dir: str | os.PathLike[str], preset: str) -> Path:
+def safety_layer_of(path: str | os.PathLike[str]) -> bool:
+    """The description's ``safety_layer`` (true when the field is absent: see the module docstring)."""
+    return bool(read_description(path).get("safety_layer", True))
+
+
+def export(
+    model_path: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    preset: str,
+    safety_layer: bool = True,
+) -> Path:
     """Convert a trusted SB3 zip, or an ensemble manifest of zips, into policy files in ``out_dir``;
-    returns the new description or manifest. Loading the zip unpickles it: only for your own files."""
+    returns the new description or manifest. Loading the zip unpickles it: only for your own files.
+    ``safety_layer`` is recorded in every description and in the manifest (true: trained behind the
+    safety layer, as the project's training does; pass false for a model trained without it)."""
     from agents.ensemble import is_manifest, read_manifest, write_manifest
     from agents.sb3 import ALGOS, algo_of
 
@@ -204,11 +229,18 @@ def export(model_path: str | os.PathLike[str], out_dir: str | os.PathLike[str], 
     src = Path(model_path)
     if is_manifest(src) and not is_policy_file(src):
         manifest = read_manifest(src)
-        members = [export(m, out, preset) for m in manifest["members"]]
+        members = [export(m, out, preset, safety_layer) for m in manifest["members"]]
         info = {k: v for k, v in manifest.items() if k not in ("kind", "combine", "members")}
-        return write_manifest(out / src.name, members, info)
-    model = ALGOS[algo_of(src)].load(str(src), device="cpu")
-    return save_policy_file(model, out / f"{src.stem}.json", preset, {"exported_from": src.name})
+        return write_manifest(out / src.name, members, {**info, "safety_layer": bool(safety_layer)})
+    algo = algo_of(src)
+    if algo not in ALGOS:
+        raise ValueError(
+            f"policy file: {src} is a {algo} model; policy files hold {sorted(ALGOS)} (evaluate the zip "
+            "itself with --trust-pickle)"
+        )
+    model = ALGOS[algo].load(str(src), device="cpu")
+    info = {"exported_from": src.name}
+    return save_policy_file(model, out / f"{src.stem}.json", preset, info, safety_layer)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -221,10 +253,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     exp.add_argument("--out", required=True, help="output folder")
     exp.add_argument("--preset", default="paper")
+    exp.add_argument(
+        "--safety-layer",
+        choices=("on", "off"),
+        default="on",
+        help="record that the model was trained behind the safety layer (on: train.py's models) or not",
+    )
     args = parser.parse_args(argv)
     if not Path(args.model).is_file():
         parser.error(f"model: no file at {args.model}")
-    print(export(args.model, args.out, args.preset))
+    print(export(args.model, args.out, args.preset, args.safety_layer == "on"))
     return 0
 
 
