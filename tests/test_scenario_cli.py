@@ -1,5 +1,6 @@
-"""``--scenario PATH`` in evaluate.py and ``python -m agents.diagnose``: a user's scenario JSON, folder or
-data spec end to end, named by its source name; bad input fails before any work with one line."""
+"""The evaluation CLIs (evaluate.py, ``python -m agents.diagnose``): ``--scenario PATH`` (a user's
+scenario JSON, folder or data spec end to end, named by its source name; bad input fails before any
+work with one line), the sweep cache's checks on read, and Ctrl-C."""
 
 from __future__ import annotations
 
@@ -161,3 +162,88 @@ def test_diagnose_on_a_scenario_json_and_a_data_spec(tmp_path, capsys, tiny_json
     assert {p.name: p.stat().st_mtime_ns for p in (out / "items").iterdir()} == stamps
     text = capsys.readouterr().out
     assert "on 4 held-out data_spec.yaml scenarios" in text and "job_choice" in text
+
+
+# ---------------------------------------------------------------------- the sweep cache and Ctrl-C
+def test_invalid_cached_items_are_recomputed_with_a_warning(tmp_path: Path) -> None:
+    import warnings
+
+    from oracle.executor import StaleItemWarning
+
+    first = evaluate(["greedy"], "paper", [0], out_dir=tmp_path, max_workers=1, progress=False)
+    benefit = first.rows[0]["benefit_usd"]
+    path = tmp_path / "items" / "greedy-paper-0.json"
+    good = json.loads(path.read_text())
+
+    def broken(change) -> dict:
+        stored = json.loads(json.dumps(good))
+        change(stored)
+        return stored
+
+    cases = {
+        "empty result": broken(lambda d: d.update(result={})),
+        "no benefit": broken(lambda d: d["result"].pop("benefit_usd")),
+        "NaN benefit": broken(lambda d: d["result"].update(benefit_usd=float("nan"))),
+        "no scenario": broken(lambda d: d["result"].pop("scenario")),
+    }
+    for name, stored in cases.items():
+        path.write_text(json.dumps(stored))
+        with pytest.warns(StaleItemWarning, match="greedy-paper-0.json: invalid stored sweep item"):
+            again = evaluate(["greedy"], "paper", [0], out_dir=tmp_path, max_workers=1, progress=False)
+        assert again.rows[0]["benefit_usd"] == benefit, name
+        assert json.loads(path.read_text())["result"]["benefit_usd"] == benefit, name
+    # a well-formed result of other settings is stale, not invalid: rerun without a warning
+    path.write_text(json.dumps(broken(lambda d: d["result"].update(fingerprint="other", benefit_usd=1.0))))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", StaleItemWarning)
+        again = evaluate(["greedy"], "paper", [0], out_dir=tmp_path, max_workers=1, progress=False)
+    assert again.rows[0]["benefit_usd"] == benefit
+
+
+def _interrupt_after(monkeypatch: pytest.MonkeyPatch, n: int) -> None:
+    """Make the next sweep finish its first ``n`` items, then raise KeyboardInterrupt (a Ctrl-C)."""
+    import oracle.executor as executor
+
+    real = executor.run_sweep
+
+    def interrupted(fn, items, **kw):
+        real(fn, items[:n], **kw)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(executor, "run_sweep", interrupted)
+
+
+def test_ctrl_c_in_evaluate_says_what_is_cached_and_exits_130(tmp_path, capfd, monkeypatch) -> None:
+    import evaluate as cli
+
+    out = tmp_path / "res"
+    argv = ["--policies", "greedy", "--seeds", "0-1", "--out", str(out), "--workers", "1", "--no-plots"]
+    _interrupt_after(monkeypatch, 1)
+    assert cli.main(argv) == 130
+    err = capfd.readouterr().err.strip().splitlines()
+    assert err == [
+        f"interrupted: 1 finished item cached in {out / 'items'}; re-run the same command to resume from them"
+    ]
+    (cached,) = (out / "items").iterdir()
+    stamp = cached.stat().st_mtime_ns
+    monkeypatch.undo()
+    assert cli.main(argv) == 0  # the same command resumes: the cached item is read, not rerun
+    assert cached.stat().st_mtime_ns == stamp and len(list((out / "items").iterdir())) == 4
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_ctrl_c_in_diagnose_says_what_is_cached_and_exits_130(tmp_path, capfd, monkeypatch) -> None:
+    from agents.diagnose import main
+
+    out = tmp_path / "diag"
+    argv = ["--model", "greedy", "--seeds", "3,4", "--out", str(out), "--workers", "1"]
+    _interrupt_after(monkeypatch, 1)
+    assert main(argv) == 130
+    (line,) = capfd.readouterr().err.strip().splitlines()
+    assert line == (
+        f"interrupted: 1 finished item cached in {out / 'items'}; "
+        "re-run the same python -m agents.diagnose command to resume from them"
+    )
+    monkeypatch.undo()
+    assert main([*argv, "--json"]) == 0
+    assert [r["seed"] for r in json.loads(capfd.readouterr().out)["rows"]] == [3, 4]
