@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from itertools import chain
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -26,18 +26,43 @@ PRICE_SCALE_USD_PER_MWH = 200.0
 """Prices in the observation are divided by this."""
 OBS_BOUND = 10.0
 """Every scaled observation value is clipped to [-OBS_BOUND, OBS_BOUND] (prices) or [0, OBS_BOUND]."""
-JOB_FEATURES = (
-    "present",
-    "waiting",
-    "running",
-    "done",
-    "gpus",
-    "remaining",
-    "slack",
-    "value_usd_per_gpu_h",
-    "until_release",
-)
-"""Per-slot job features in ``obs["jobs"]``, followed by one eligibility flag per site."""
+
+
+class Storage(NamedTuple):
+    """Every site's battery constants as lists over sites, in the argument order of
+    :func:`envs.dynamics.battery_power` (so ``map(battery_power, b, soc, *storage, dt)`` works)."""
+
+    charge_limit_mw: list[float]
+    discharge_limit_mw: list[float]
+    soc_min_mwh: list[float]
+    soc_max_mwh: list[float]
+    eta_charge: list[float]
+    eta_discharge: list[float]
+
+
+class JobFeature(NamedTuple):
+    """The per-slot job features of ``obs["jobs"]`` (columns 0-8; then one eligibility flag per site).
+
+    All in [0, OBS_BOUND]: flags are 0/1, ``gpus`` is divided by the largest site's GPU capacity,
+    ``remaining`` (periods left to run, or the duration while waiting), ``slack`` (periods until the
+    latest start) and ``until_release`` (periods until the release) are divided by ``T``.
+    """
+
+    present: Any
+    waiting: Any
+    running: Any
+    done: Any
+    gpus: Any
+    remaining: Any
+    slack: Any
+    value_usd_per_gpu_h: Any
+    until_release: Any
+
+
+JOB_FEATURES = JobFeature._fields
+"""Names of the per-slot job features in ``obs["jobs"]``, followed by one eligibility flag per site."""
+JOB = JobFeature(*range(len(JOB_FEATURES)))
+"""Column of each job feature: ``jobs[:, JOB.waiting]``."""
 FORECAST_KEYS = ("price_import", "price_export", "carbon_intensity", "renewable", "cooling", "demand")
 """Observation keys of the current + forecast series, (S, H+1) each except ``demand`` (K, H+1)."""
 _SERIES_OF = {
@@ -50,8 +75,14 @@ _SERIES_OF = {
 }
 
 N_FLOW_FIELDS = len(dynamics.FLOW_FIELDS)
+CASCADE_FIELDS = ("discharge_cut_mw", "gen_cut_mw", "charge_cut_mw", "gen_raised_mw", "shed_gpus")
+"""The ``SiteFlows`` fields that say what a power cascade changed; each is a repair kind."""
 SCENARIO_ORDERS = ("random", "cycle", "shuffle")
 """How ``reset`` goes through ``scenario_seeds`` (class docstring, Arguments)."""
+ACTION_ABS_MAX = 1e9
+"""Largest magnitude accepted in ``route``, ``battery`` and ``generator`` (their boxes are within
+[-1, 1]; values beyond are repaired by clipping, but past this bound an action is an error so that
+the reported repair amounts stay finite)."""
 DEFAULT_VOLL_USD_PER_MWH = 10_000.0
 DEFAULT_CARBON_OVERRUN_USD_PER_T = 1_000.0
 DEFAULT_SOC_SHORTFALL_USD_PER_MWH = 1_000.0
@@ -314,45 +345,47 @@ class CarbonAwareDCEnv(gym.Env[dict[str, np.ndarray], dict[str, np.ndarray]]):
         t_col = np.arange(T + 1)[:, None]
         waiting = self._present & (t_col <= self._latest)
         jobs = np.zeros((T + 1, slots, len(JOB_FEATURES) + S), dtype=np.float32)
-        jobs[:, :, 0] = self._present
-        jobs[:, :, 1] = waiting
-        jobs[:, :, 3] = self._present & ~waiting
-        jobs[:, :, 4] = np.minimum(self._gpus / gpu_scale, OBS_BOUND)
-        jobs[:, :, 5] = np.where(waiting, self._dur, 0) / T
-        jobs[:, :, 6] = np.where(waiting, self._latest - t_col, 0) / T
+        jobs[:, :, JOB.present] = self._present
+        jobs[:, :, JOB.waiting] = waiting
+        jobs[:, :, JOB.done] = self._present & ~waiting
+        jobs[:, :, JOB.gpus] = np.minimum(self._gpus / gpu_scale, OBS_BOUND)
+        jobs[:, :, JOB.remaining] = np.where(waiting, self._dur, 0) / T
+        jobs[:, :, JOB.slack] = np.where(waiting, self._latest - t_col, 0) / T
         gpu_h = np.where(self._present, self._gpus * self._dur * self._dt, 1.0)
-        jobs[:, :, 7] = np.minimum(self._value / gpu_h, OBS_BOUND)
-        jobs[:, :, 8] = np.where(waiting, np.maximum(self._release - t_col, 0), 0) / T
+        jobs[:, :, JOB.value_usd_per_gpu_h] = np.minimum(self._value / gpu_h, OBS_BOUND)
+        jobs[:, :, JOB.until_release] = np.where(waiting, np.maximum(self._release - t_col, 0), 0) / T
         jobs[:, :, len(JOB_FEATURES) :] = self._elig
         self._jobs_block = np.minimum(jobs, OBS_BOUND)
         ready = waiting & (self._release <= t_col)
         self._ready_block = ready[:, :, None] & self._elig
         self._t_col = t_col
         self._gpus_col = self._gpus[:, None]
-        self._hold_only = np.zeros((slots, S + 1), dtype=bool)
-        self._hold_only[:, 0] = True
+        # The action mask of every period as if no job had started (row T: hold only); a start
+        # rewrites the rows after it (_start_jobs), so _action_mask is a row copy.
+        self._mask_block = np.zeros((T + 1, slots, S + 1), dtype=bool)
+        self._mask_block[:, :, 0] = True
+        self._mask_block[:T, :, 1:] = self._ready_block[:T] & (self._gpus_col <= self._cap)
 
-        # Per-site constants as plain floats for the per-site power functions.
-        self._site_consts = list(
-            zip(
-                self._charge_lim.tolist(),
-                self._discharge_lim.tolist(),
-                self._soc_min.tolist(),
-                self._soc_max.tolist(),
-                self._eta_c.tolist(),
-                self._eta_d.tolist(),
-                self._gpu_mw.tolist(),
-                self._gen_cap.tolist(),
-                self._imp_lim.tolist(),
-                self._gen_cost.tolist(),
-                self._degr.tolist(),
-                self._gen_em.tolist(),
-                strict=True,
-            )
+        # Per-site constants as lists of floats, mapped with the per-site functions (stages 3-5).
+        self._storage = Storage(
+            self._charge_lim.tolist(),
+            self._discharge_lim.tolist(),
+            self._soc_min.tolist(),
+            self._soc_max.tolist(),
+            self._eta_c.tolist(),
+            self._eta_d.tolist(),
         )
-        self._cooling_l = self._cooling.tolist()
-        self._renewable_l = self._renewable.tolist()
-        self._export_cap_l = self._export_cap.tolist()
+        self._gen_cost_l = self._gen_cost.tolist()
+        self._degr_l = self._degr.tolist()
+        self._gen_em_l = self._gen_em.tolist()
+        # Per period, per site: the constants of dynamics.complete_power besides the set points.
+        per_site = (self._gpu_mw.tolist(), self._gen_cap.tolist(), self._imp_lim.tolist())
+        self._site_power_consts = [
+            list(zip(per_site[0], cooling, renewable, per_site[1], per_site[2], export_cap, strict=True))
+            for cooling, renewable, export_cap in zip(
+                self._cooling.tolist(), self._renewable.tolist(), self._export_cap.tolist(), strict=True
+            )
+        ]  # [t][s] = (gpu_mw, cooling, renewable_mw, gen_capacity_mw, import_limit_mw, export_cap_mw)
         self._p_imp_l = self._p_imp.tolist()
         self._p_exp_l = self._p_exp.tolist()
         self._ci_l = self._ci.tolist()
@@ -377,6 +410,8 @@ class CarbonAwareDCEnv(gym.Env[dict[str, np.ndarray], dict[str, np.ndarray]]):
             [t / T, np.sin(2 * np.pi * hour / 24.0), np.cos(2 * np.pi * hour / 24.0)], axis=1
         ).astype(np.float32)
         self._time_block.flags.writeable = False
+        self._period_block = np.arange(T + 1, dtype=np.int64)[:, None]
+        self._period_block.flags.writeable = False
 
         # Forecast windows: series padded with their last value to T + H + 1 periods, then the
         # window of each issue period t = 0..T as one (T+1, rows, H+1) block.
@@ -472,6 +507,7 @@ class CarbonAwareDCEnv(gym.Env[dict[str, np.ndarray], dict[str, np.ndarray]]):
         # Per-episode copies of the job tables, rewritten from t on when a job starts.
         self._jobs_live = self._jobs_block.copy()
         self._ready_live = self._ready_block.copy()
+        self._mask_live = self._mask_block.copy()
         # GPUs not held by running jobs, per period (row T: the terminal observation), and the
         # same as a float32 fraction of capacity for the observation.
         self._free = np.tile(self._cap, (sc.T + 1, 1))
@@ -503,117 +539,220 @@ class CarbonAwareDCEnv(gym.Env[dict[str, np.ndarray], dict[str, np.ndarray]]):
         return int(seeds[int(self._order[self._pos - 1])])
 
     def step(self, action: dict[str, Any]) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
-        """Simulate one period (see the class docstring and ``docs/env.md``)."""
+        """Simulate one period: the five stages of ``docs/env.md`` ("One step"), each a method below.
+
+        1. :meth:`_start_jobs`, 2. :meth:`_route_inference`, 3-4. :meth:`_site_power` (set points,
+        then the power balance, site by site), 5. :meth:`_period_terms`; then the state advances
+        and the next observation is built. Repairs are collected in ``info["repairs"]`` as the
+        stages apply them.
+        """
         if self._done:
             raise RuntimeError("the episode is over (or has not begun): call reset()")
         start, route, battery, generator, clipped = self._read_action(action)
-        t, dt = self._t, self._dt
+        t = self._t
         repairs: dict[str, Any] = {}
+        free, value_started = self._start_jobs(t, start, repairs)
+        serve, site_gpus, route_clipped = self._route_inference(t, route, free, repairs)
+        clipped += route_clipped
+        if clipped > dynamics.REPAIR_RTOL:
+            repairs["action_clipped"] = clipped
+        rows, site, serve, lost_mw, new_soc = self._site_power(
+            t, battery, generator, site_gpus, serve, repairs
+        )
+        terms, em, unserved = self._period_terms(t, value_started, rows, serve, lost_mw, new_soc)
+        reward = sum(terms.values())
 
-        # 1. Job starts, in slot order, against the GPUs held by running jobs.
+        # Advance and observe.
+        self._soc = new_soc
+        self._t = t + 1
+        terminated = self._t >= self._T
+        self._done = terminated
+        self._mask = self._action_mask(self._t)
+        soc_arr = np.array(new_soc)
+        flows = {
+            "grid_import_mw": site.grid_import_mw,
+            "grid_export_mw": site.grid_export_mw,
+            "renewable_used_mw": site.renewable_used_mw,
+            "curtailed_mw": site.curtailed_mw,
+            "gen_mw": site.gen_mw,
+            "charge_mw": site.charge_mw,
+            "discharge_mw": site.discharge_mw,
+            "soc_mwh": soc_arr,
+            "load_mw": site.load_mw,
+            "lost_load_mw": site.lost_load_mw,
+            "serve_gpus": serve,
+            "unserved_gpus": unserved,
+        }
+        info = {
+            "period": t,
+            "reward_terms": terms,
+            "flows": flows,
+            "emissions_t": em,
+            "emissions_total_t": self._emissions,
+            "repairs": repairs,
+            "action_mask": self._mask,
+            "scenario_seed": self.scenario_seed,
+        }
+        if self.render_mode is not None:
+            self._last = {"period": t, "reward": reward, "terms": terms, "flows": flows, "free": free}
+            self._history.append(self._last)
+        return self._observation(soc_arr), reward, terminated, False, info
+
+    # ------------------------------------------------------------------ the five stages of a step
+    def _start_jobs(self, t: int, start: np.ndarray, repairs: dict[str, Any]) -> tuple[np.ndarray, float]:
+        """Stage 1: place the requested starts in slot order against the GPUs held by running jobs
+        (:func:`dynamics.place_starts`); a placed job holds its GPUs and power for ``duration``
+        periods and its value is credited now. Returns the GPUs left free (S,) and the value, USD."""
         placed, ignored, free = dynamics.place_starts(start, self._mask, self._gpus, self._free[t])
         if ignored:
             repairs["start_ignored"] = ignored
         value_started = 0.0
-        if placed:
-            for i, s in placed:
-                end = t + int(self._dur[i])
-                self._free[t:end, s] -= self._gpus[i]
-                self._free_frac[t:end, s] = self._free[t:end, s] / self._cap_safe[s]
-                self._fixed_it[t:end, s] += self._job_mw[i, s]
-                self._start_period[i] = t
-                self._start_site[i] = s
-                value_started += float(self._value[i])
-                self._is_started[i] = True
-                self._ready_live[t:, i] = False
-                rows = self._jobs_live[t:, i]
-                remaining = np.maximum(end - self._t_col[t:, 0], 0)
-                rows[:, 1] = 0.0
-                rows[:, 2] = remaining > 0
-                rows[:, 3] = remaining == 0
-                rows[:, 5] = remaining * self._inv_T
-                rows[:, 6] = 0.0
-                rows[:, 8] = 0.0
-
-        # 2. Inference routing on the GPUs left free.
-        demand = self._demand[t]
-        frac, route_clipped, removed, scaled = dynamics.repair_routes(route, self._routes)
-        serve, site_gpus, cut = dynamics.serve_within_capacity(frac, demand, free)
-
-        # 3-4. Per site: set points, power completion, state of charge, energy terms.
-        fixed_it = self._fixed_it[t].tolist()
-        inference = site_gpus.tolist()
-        cooling, renewable, export_cap = self._cooling_l[t], self._renewable_l[t], self._export_cap_l[t]
-        p_imp, p_exp, ci = self._p_imp_l[t], self._p_exp_l[t], self._ci_l[t]
-        soc = self._soc
-        rows = []
-        new_soc = []
-        battery_clipped = 0.0
-        cascaded = False
-        exp_usd = imp_usd = gen_usd = degr_usd = em = 0.0
-        for s, (
-            c_lim,
-            d_lim,
-            soc_lo,
-            soc_hi,
-            eta_c,
-            eta_d,
-            gpu_mw,
-            gen_cap,
-            imp_lim,
-            g_cost,
-            degr,
-            g_em,
-        ) in enumerate(self._site_consts):
-            charge, discharge, b_clip = dynamics.battery_power(
-                battery[s], soc[s], c_lim, d_lim, soc_lo, soc_hi, eta_c, eta_d, dt
+        for i, s in placed:
+            end = t + int(self._dur[i])
+            self._free[t:end, s] -= self._gpus[i]
+            self._free_frac[t:end, s] = self._free[t:end, s] / self._cap_safe[s]
+            self._fixed_it[t:end, s] += self._job_mw[i, s]
+            self._start_period[i] = t
+            self._start_site[i] = s
+            value_started += float(self._value[i])
+            self._is_started[i] = True
+            self._ready_live[t:, i] = False
+            # Later action masks: this slot is taken; site s has fewer free GPUs while it runs.
+            self._mask_live[t + 1 :, i, 1:] = False
+            held = slice(t + 1, end)
+            self._mask_live[held, :, 1 + s] = self._ready_live[held, :, s] & (
+                self._gpus <= self._free[held, s, None]
             )
-            battery_clipped += b_clip
+            rows = self._jobs_live[t:, i]  # this slot's feature rows from now on
+            remaining = np.maximum(end - self._t_col[t:, 0], 0)
+            rows[:, JOB.waiting] = 0.0
+            rows[:, JOB.running] = remaining > 0
+            rows[:, JOB.done] = remaining == 0
+            rows[:, JOB.remaining] = remaining * self._inv_T
+            rows[:, JOB.slack] = 0.0
+            rows[:, JOB.until_release] = 0.0
+        return free, value_started
+
+    def _route_inference(
+        self, t: int, route: np.ndarray, free: np.ndarray, repairs: dict[str, Any]
+    ) -> tuple[np.ndarray, np.ndarray, float]:
+        """Stage 2: repair the routing fractions (:func:`dynamics.repair_routes`) and serve
+        ``fraction * demand`` on the GPUs left free, cut proportionally where a site is full
+        (:func:`dynamics.serve_within_capacity`). Returns ``serve`` (K, S) GPUs, the inference GPUs
+        per site (S,) and the routing fraction clipped to [0, 1] (part of ``action_clipped``)."""
+        frac, route_clipped, removed, scaled = dynamics.repair_routes(route, self._routes)
+        serve, site_gpus, cut = dynamics.serve_within_capacity(frac, self._demand[t], free)
+        tol = dynamics.REPAIR_RTOL
+        if removed > tol:
+            repairs["route_removed"] = removed
+        if scaled > tol:
+            repairs["route_scaled"] = scaled
+        if cut > self._tol_gpus:
+            repairs["serve_cut_gpus"] = cut
+        return serve, site_gpus, route_clipped
+
+    def _site_power(
+        self,
+        t: int,
+        battery: list[float],
+        generator: list[float],
+        site_gpus: np.ndarray,
+        serve: np.ndarray,
+        repairs: dict[str, Any],
+    ) -> tuple[list[dynamics.SiteFlows], dynamics.SiteFlows, np.ndarray, float, list[float]]:
+        """Stages 3 and 4, site by site: the battery set point to charge / discharge MW within what
+        the state of charge allows (:func:`dynamics.battery_power`), the generator set point to MW
+        (:func:`dynamics.generator_power`), then the completed power balance
+        (:func:`dynamics.complete_power`: renewables first, import / export / curtailment, the
+        surplus and import-limit cascades) and the state of charge it leaves
+        (:func:`dynamics.soc_next`).
+
+        Returns the per-site rows (``SiteFlows`` of floats), the same as one ``SiteFlows`` of (S,)
+        arrays, ``serve`` (K, S) after any inference shed by the import-limit cascade, the lost
+        load summed over sites (MW) and the next state of charge per site (MWh)."""
+        dt = self._dt
+        rows, new_soc = [], []
+        clipped_mw = 0.0
+        cascaded = False
+        for b, g, soc, c_lim, d_lim, soc_lo, soc_hi, eta_c, eta_d, it_mw, gpus, c in zip(
+            battery,
+            generator,
+            self._soc,
+            *self._storage,
+            self._fixed_it[t].tolist(),
+            site_gpus.tolist(),
+            self._site_power_consts[t],
+            strict=True,
+        ):
+            gpu_mw, cooling, renewable, gen_cap, imp_lim, export_cap = c
+            charge, discharge, b_clip = dynamics.battery_power(
+                b, soc, c_lim, d_lim, soc_lo, soc_hi, eta_c, eta_d, dt
+            )
+            clipped_mw += b_clip
+            gen = dynamics.generator_power(g, gen_cap)
             f = dynamics.complete_power(
-                fixed_it[s],
-                inference[s],
-                gpu_mw,
-                cooling[s],
-                renewable[s],
-                charge,
-                discharge,
-                dynamics.generator_power(generator[s], gen_cap),
-                gen_cap,
-                imp_lim,
-                export_cap[s],
+                it_mw, gpus, gpu_mw, cooling, renewable, charge, discharge, gen, gen_cap, imp_lim, export_cap
             )
             rows.append(f)
-            if f[8] or f[10] or f[11] or f[12] or f[13] or f[14]:
+            new_soc.append(
+                dynamics.soc_next(soc, f.charge_mw, f.discharge_mw, eta_c, eta_d, soc_lo, soc_hi, dt)
+            )
+            if f[dynamics.CASCADE_START :] != dynamics.NO_CASCADE:
                 cascaded = True
-            new_soc.append(dynamics.soc_next(soc[s], f[6], f[7], eta_c, eta_d, soc_lo, soc_hi, dt))
+        if clipped_mw > self._tol_mw:
+            repairs["battery_clipped_mw"] = clipped_mw
+        table = np.fromiter(chain.from_iterable(rows), np.float64, len(rows) * N_FLOW_FIELDS)
+        site = dynamics.SiteFlows(*table.reshape(len(rows), N_FLOW_FIELDS).T)
+        if not cascaded:
+            return rows, site, serve, 0.0, new_soc  # nothing shed, nothing lost, nothing to report
+        for key in CASCADE_FIELDS:
+            amount = getattr(site, key)
+            if amount.max() > (self._tol_gpus if key == "shed_gpus" else self._tol_mw):
+                repairs[key] = float(amount.sum())
+        lost_mw = float(site.lost_load_mw.sum())
+        if site.lost_load_mw.max() > self._tol_mw:
+            repairs["lost_load_mw"] = lost_mw
+        return rows, site, serve * site.keep, lost_mw, new_soc
+
+    def _period_terms(
+        self,
+        t: int,
+        value_started: float,
+        rows: list[dynamics.SiteFlows],
+        serve: np.ndarray,
+        lost_mw: float,
+        new_soc: list[float],
+    ) -> tuple[dict[str, float], float, np.ndarray]:
+        """Stage 5: energy terms and emissions per site (:func:`dynamics.site_energy_terms`),
+        inference terms (:func:`dynamics.inference_terms`), then the carbon budget and the terminal
+        penalties (``new_soc``: the state of charge at the end of the period, MWh). Adds the
+        period's emissions to the running total.
+
+        Returns the reward terms (``dynamics.REWARD_KEYS``, signed USD), the period's emissions
+        (tCO2) and the unserved GPUs per class (K,)."""
+        dt = self._dt
+        exp_usd = imp_usd = gen_usd = degr_usd = em = 0.0
+        for f, p_imp, p_exp, ci, g_cost, degr, g_em in zip(
+            rows,
+            self._p_imp_l[t],
+            self._p_exp_l[t],
+            self._ci_l[t],
+            self._gen_cost_l,
+            self._degr_l,
+            self._gen_em_l,
+            strict=True,
+        ):
             e_usd, i_usd, g_usd, d_usd, e_t = dynamics.site_energy_terms(
-                f, p_imp[s], p_exp[s], g_cost, degr, ci[s], g_em, dt
+                f, p_imp, p_exp, g_cost, degr, ci, g_em, dt
             )
             exp_usd += e_usd
             imp_usd += i_usd
             gen_usd += g_usd
             degr_usd += d_usd
             em += e_t
-        self._soc = new_soc
-        flows_arr = np.fromiter(chain.from_iterable(rows), np.float64, len(rows) * N_FLOW_FIELDS)
-        flows_arr = flows_arr.reshape(len(rows), N_FLOW_FIELDS)
-        (load, imp, exp, ren_used, curtailed, gen, charge, discharge, lost, keep) = flows_arr.T[:10]
-        if cascaded:
-            cascades = flows_arr[:, 10:]
-            serve = serve * keep
-            for j, key in enumerate(dynamics.FLOW_FIELDS[10:]):
-                amount = cascades[:, j]
-                tol = self._tol_gpus if key == "shed_gpus" else self._tol_mw
-                if amount.max() > tol:
-                    repairs[key] = float(amount.sum())
-            if lost.max() > self._tol_mw:
-                repairs["lost_load_mw"] = float(lost.sum())
-        revenue_usd, unserved_usd, unserved_l = dynamics.inference_terms(
+        revenue_usd, unserved_usd, unserved = dynamics.inference_terms(
             [sum(row) for row in serve.tolist()], self._demand_l[t], self._revenue_l, self._penalty_l, dt
         )
-        unserved = np.array(unserved_l)
-
-        # 5. Carbon budget and terminal penalties, then the reward.
         sc = self.scenario
         overrun = dynamics.carbon_overrun_t(self._emissions, em, sc.carbon_budget_t)
         self._emissions += em
@@ -636,66 +775,22 @@ class CarbonAwareDCEnv(gym.Env[dict[str, np.ndarray], dict[str, np.ndarray]]):
             "gen_cost_usd": gen_usd,
             "degradation_cost_usd": degr_usd,
             "carbon_cost_usd": -sc.carbon_price_usd_per_t * em,
-            "lost_load_usd": -self.voll_usd_per_mwh * float(lost.sum()) * dt if cascaded else 0.0,
+            "lost_load_usd": -self.voll_usd_per_mwh * lost_mw * dt if lost_mw else 0.0,
             "carbon_overrun_usd": -self.carbon_overrun_usd_per_t * overrun,
             "soc_shortfall_usd": -self.soc_shortfall_usd_per_mwh * shortfall,
             "mandatory_miss_usd": -self.mandatory_miss_usd * missed,
         }
-        reward = sum(terms.values())
-
-        # 6. Workload and set-point repairs above the reporting tolerance.
-        tol = dynamics.REPAIR_RTOL
-        clipped += route_clipped
-        if clipped > tol:
-            repairs["action_clipped"] = clipped
-        if removed > tol:
-            repairs["route_removed"] = removed
-        if scaled > tol:
-            repairs["route_scaled"] = scaled
-        if cut > self._tol_gpus:
-            repairs["serve_cut_gpus"] = cut
-        if battery_clipped > self._tol_mw:
-            repairs["battery_clipped_mw"] = battery_clipped
-
-        # 7. Advance and observe.
-        self._t = t + 1
-        terminated = self._t >= self._T
-        self._done = terminated
-        self._mask = self._action_mask(self._t)
-        soc_arr = np.array(new_soc)
-        flows = {
-            "grid_import_mw": imp,
-            "grid_export_mw": exp,
-            "renewable_used_mw": ren_used,
-            "curtailed_mw": curtailed,
-            "gen_mw": gen,
-            "charge_mw": charge,
-            "discharge_mw": discharge,
-            "soc_mwh": soc_arr,
-            "load_mw": load,
-            "lost_load_mw": lost,
-            "serve_gpus": serve,
-            "unserved_gpus": unserved,
-        }
-        info = {
-            "period": t,
-            "reward_terms": terms,
-            "flows": flows,
-            "emissions_t": em,
-            "emissions_total_t": self._emissions,
-            "repairs": repairs,
-            "action_mask": self._mask,
-            "scenario_seed": self.scenario_seed,
-        }
-        if self.render_mode is not None:
-            self._last = {"period": t, "reward": reward, "terms": terms, "flows": flows, "free": free}
-            self._history.append(self._last)
-        return self._observation(soc_arr), reward, terminated, False, info
+        return terms, em, np.array(unserved)
 
     def _read_action(self, action: dict[str, Any]) -> tuple[Any, ...]:
         """The action parts: ``start`` (slots,) int64, ``route`` (K, S) float64, ``battery`` and
         ``generator`` as lists of floats, and the total clipped from battery and generator set
-        points outside their boxes. NaN or inf raise ValueError."""
+        points outside their boxes.
+
+        Raises ValueError for NaN or inf, for a magnitude above ``ACTION_ABS_MAX`` (so that every
+        repair amount stays finite), and for a ``start`` that is not an integer choice: floats must
+        be whole numbers (``2.0`` means 2; ``1.9`` is an error, never floored), booleans are refused.
+        """
         try:
             start = np.asarray(action["start"])
             route = np.asarray(action["route"], dtype=np.float64)
@@ -710,26 +805,27 @@ class CarbonAwareDCEnv(gym.Env[dict[str, np.ndarray], dict[str, np.ndarray]]):
         if battery.shape != (self.S,) or generator.shape != (self.S,):
             raise ValueError(f"action['battery'], ['generator']: shapes must be {(self.S,)}")
         if start.dtype.kind != "i":
-            if start.dtype.kind in "fc" and not np.isfinite(start).all():
-                raise ValueError("action['start']: NaN or inf")
-            start = start.astype(np.int64)
-        b, g = battery.tolist(), generator.tolist()
+            start = _start_choices(start)
+        b, g, r = battery.tolist(), generator.tolist(), route.ravel().tolist()
         isfinite = math.isfinite
-        finite = all(map(isfinite, b)) and all(map(isfinite, g))
-        if not (finite and all(map(isfinite, route.ravel().tolist()))):
+        if not (all(map(isfinite, b)) and all(map(isfinite, g)) and all(map(isfinite, r))):
             raise ValueError("action: NaN or inf in route, battery or generator")
+        b_lo, b_hi, g_lo, g_hi = min(b), max(b), min(g), max(g)
+        lo, hi = min(b_lo, g_lo, min(r)), max(b_hi, g_hi, max(r))
+        if lo < -ACTION_ABS_MAX or hi > ACTION_ABS_MAX:
+            raise ValueError(
+                f"action: route, battery and generator values must lie within ±{ACTION_ABS_MAX:g} "
+                f"(got {lo:g} .. {hi:g}); their boxes are [0, 1], [-1, 1] and [0, 1]"
+            )
         clipped = 0.0
-        if min(b) < -1.0 or max(b) > 1.0 or min(g) < 0.0 or max(g) > 1.0:
+        if b_lo < -1.0 or b_hi > 1.0 or g_lo < 0.0 or g_hi > 1.0:
             clipped = sum(max(x - 1.0, -1.0 - x, 0.0) for x in b) + sum(max(x - 1.0, -x, 0.0) for x in g)
         return start, route, b, g, clipped
 
     # ------------------------------------------------------------------ observation
     def _action_mask(self, t: int) -> np.ndarray:
         """(slots, S+1) bool: hold always; start at s iff waiting, released, eligible and fitting."""
-        mask = self._hold_only.copy()
-        if t < self._T:
-            mask[:, 1:] = self._ready_live[t] & (self._gpus_col <= self._free[t])
-        return mask
+        return self._mask_live[t].copy()
 
     def _observation(self, soc: np.ndarray | None = None) -> dict[str, np.ndarray]:
         t = self._t
@@ -746,7 +842,7 @@ class CarbonAwareDCEnv(gym.Env[dict[str, np.ndarray], dict[str, np.ndarray]]):
             soc = np.array(self._soc)
         b = self._blocks
         return {
-            "period": np.array([t], dtype=np.int64),
+            "period": self._period_block[t],
             "time": self._time_block[t],
             "soc": (soc * self._soc_scale).astype(np.float32),
             "free_gpus": self._free_frac[t].copy(),
@@ -839,3 +935,28 @@ class CarbonAwareDCEnv(gym.Env[dict[str, np.ndarray], dict[str, np.ndarray]]):
         return self._renderer.frame(
             self._history, self._start_period, self._start_site, self._emissions, self._t
         )
+
+
+def _start_choices(start: np.ndarray) -> np.ndarray:
+    """``action["start"]`` of a non-integer dtype as int64 choices, or ValueError: unsigned
+    integers pass, floats must be finite whole numbers (``2.0`` -> 2, ``1.9`` -> error), anything
+    else (booleans, strings, objects) is refused."""
+    kind = start.dtype.kind
+    if kind == "u":
+        if start.size and int(start.max()) > np.iinfo(np.int64).max:
+            raise ValueError("action['start']: choice too large for int64")
+        return start.astype(np.int64)
+    if kind != "f":
+        raise ValueError(
+            f"action['start']: choices must be integers (0 = hold, 1+s = site s); got dtype {start.dtype}"
+        )
+    if not np.isfinite(start).all():
+        raise ValueError("action['start']: NaN or inf")
+    bad = np.flatnonzero((start != np.floor(start)) | (np.abs(start) > 2**31))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(
+            f"action['start'][{i}]: {start[i]!r} is not a whole-number choice (0 = hold, 1+s = site s); "
+            "floats are accepted only when whole, never floored"
+        )
+    return start.astype(np.int64)

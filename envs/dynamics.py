@@ -91,7 +91,7 @@ def repair_routes(route: np.ndarray, routes: np.ndarray) -> tuple[np.ndarray, fl
     if max(totals) > 1.0:
         # Dividing by 1.0 leaves the other classes bit-for-bit unchanged.
         scaled = sum([x - 1.0 for x in totals if x > 1.0])
-        on_route /= np.maximum(total, 1.0)[:, None]
+        on_route /= np.array([x if x > 1.0 else 1.0 for x in totals])[:, None]
     return on_route, clipped, removed, scaled
 
 
@@ -106,11 +106,12 @@ def serve_within_capacity(
     """
     serve = fractions * demand_gpus[:, None]
     wanted = np.add.reduce(serve, axis=0)
-    if max((wanted - free_gpus).tolist()) <= 0.0:
+    wanted_l, free_l = wanted.tolist(), free_gpus.tolist()
+    if max([w - f for w, f in zip(wanted_l, free_l, strict=True)]) <= 0.0:
         return serve, wanted, 0.0
-    over = wanted > free_gpus
-    factor = np.where(over, np.maximum(free_gpus, 0.0) / np.where(over, wanted, 1.0), 1.0)
-    serve = serve * factor
+    # Per site: the share of its wanted GPUs that fits (1 where all fit).
+    factor = [(f if f > 0.0 else 0.0) / w if w > f else 1.0 for w, f in zip(wanted_l, free_l, strict=True)]
+    serve = serve * np.array(factor)
     site = serve.sum(axis=0)
     return serve, site, float((wanted - site).sum())
 
@@ -197,6 +198,11 @@ class SiteFlows(NamedTuple):
 
 
 FLOW_FIELDS = SiteFlows._fields
+CASCADE_START = FLOW_FIELDS.index("lost_load_mw")
+"""``flows[CASCADE_START:]`` are the fields a cascade changes: ``lost_load_mw``, ``keep`` and the
+five repair amounts."""
+NO_CASCADE = (0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+"""``flows[CASCADE_START:]`` of a site where no cascade fired: nothing lost, all kept, no repair."""
 
 
 def complete_power(
@@ -307,7 +313,15 @@ def inference_terms(
     Returns ``(inference_revenue_usd, unserved_penalty_usd, unserved_gpus)``, the penalty negative
     and ``unserved_gpus = max(demand - served, 0)`` per class.
     """
-    unserved = [max(d - x, 0.0) for d, x in zip(demand_gpus, served_gpus, strict=True)]
-    revenue = sum(r * x for r, x in zip(revenue_usd_per_gpu_h, served_gpus, strict=True))
-    penalty = sum(p * u for p, u in zip(unserved_penalty_usd_per_gpu_h, unserved, strict=True))
+    unserved = []
+    revenue = penalty = 0.0
+    for d, x, r, p in zip(
+        demand_gpus, served_gpus, revenue_usd_per_gpu_h, unserved_penalty_usd_per_gpu_h, strict=True
+    ):
+        u = d - x
+        if u < 0.0:
+            u = 0.0
+        unserved.append(u)
+        revenue += r * x
+        penalty += p * u
     return revenue * dt_h, -penalty * dt_h, unserved
