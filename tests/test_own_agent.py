@@ -248,3 +248,46 @@ def test_evaluate_cli_plays_a_recurrent_ppo_with_vecnormalize(zips, tmp_path) ->
     assert rows["agent_recurrentppo"]["benefit_usd"] == pytest.approx(
         rollout(policy, env, seed=0).benefit_usd
     )
+
+
+# ------------------------------------------------------------------------------ the SB3 example
+@pytest.mark.slow
+@pytest.mark.parametrize("vecnormalize", [False, True])
+def test_sb3_ppo_scratch_example_at_smoke_size(tmp_path, vecnormalize) -> None:
+    from examples.sb3_ppo_scratch import main
+
+    argv = ["--timesteps", "64", "--n-steps", "32", "--eval-seeds", "2", "--out", str(tmp_path / "run")]
+    out = main(argv + (["--vecnormalize"] if vecnormalize else []))
+    assert (tmp_path / "run" / "model.zip").is_file()
+    assert (tmp_path / "run" / "vecnormalize.pkl").is_file() == vecnormalize
+    assert algo_of(tmp_path / "run" / "model.zip") == "ppo"
+    model = load_model(tmp_path / "run" / "model.zip", trust_pickle=True)
+    assert model.n_steps == 32 and model.learning_rate == pytest.approx(3e-4)  # the YAML's scratch setting
+    assert model.num_timesteps >= 64
+    scores = out["oracle_score"]
+    rows = [r for r in out["evaluate"]["rows"] if r["policy"] != "greedy"]
+    # evaluate_policy through OracleScore and evaluate.py score the same episodes of seeds 0 and 1
+    assert [s["scenario_seed"] for s in scores] == [0, 1] and [r["seed"] for r in rows] == [0, 1]
+    for s, r in zip(scores, rows, strict=True):
+        assert s["benefit_usd"] == pytest.approx(r["benefit_usd"], rel=1e-9)
+        assert s["oracle_benefit_usd"] == pytest.approx(r["oracle_benefit_usd"], rel=1e-6)
+
+
+def test_the_flat_id_rewards_are_scaled_and_its_info_is_in_usd() -> None:
+    import gymnasium as gym
+
+    import envs
+    from envs.wrappers import DEFAULT_REWARD_SCALE
+
+    scaled = gym.make(envs.FLAT_ENV_ID, preset="paper")
+    raw = make_flat_env(reward_scale=1.0, preset="paper")
+    for env in (scaled, raw):
+        env.reset(seed=0)
+        env.action_space.seed(0)
+    action = scaled.action_space.sample()
+    _, r_scaled, *_, info = scaled.step(action)
+    _, r_raw, *_, info_raw = raw.step(action)
+    assert DEFAULT_REWARD_SCALE == 1e-4
+    assert r_raw == pytest.approx(sum(info_raw["reward_terms"].values()))
+    assert r_scaled == pytest.approx(DEFAULT_REWARD_SCALE * r_raw) and abs(r_raw) > 1.0
+    assert info["reward_terms"] == info_raw["reward_terms"]
