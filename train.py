@@ -5,6 +5,7 @@
     python train.py --resume                # continue an interrupted run from its last checkpoint
     python train.py --resume --bc-epochs 50 --resume-with-changes   # continue with a changed flag
     python train.py --hp clip_range=0.2 --hp n_epochs=10   # override agents/hyperparams/ppo.yml
+    python train.py --scenario examples/data_spec.yaml --out runs/mydata   # train on your own data
 
 The pipeline is :func:`agents.pipeline.train_agent`; this file only parses and checks the flags
 (every value before any work: one line and exit 2 on bad input; Ctrl-C: one line saying what was
@@ -45,7 +46,17 @@ def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig()
     p = argparse.ArgumentParser(prog="train.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--algo", choices=sorted(ALGOS), default=d.algo, help="RL algorithm (default ppo)")
-    p.add_argument("--preset", choices=sorted(PRESETS), default=d.preset)
+    p.add_argument(
+        "--preset", choices=sorted(PRESETS), default=d.preset, help="scenario preset (default paper)"
+    )
+    p.add_argument(
+        "--scenario",
+        metavar="PATH",
+        default=None,
+        help="train on your own scenarios instead of a preset: a scenario JSON, a folder of them (with "
+        "train/ validation/ heldout/ sub-folders) or a data spec YAML (docs/data.md); validation on its "
+        "validation split, training scenarios drawn from its train split, held-out split never used",
+    )
     p.add_argument(
         "--timesteps",
         type=int,
@@ -144,6 +155,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     (without ``--resume-with-changes``) exit with one line (status 2)."""
     p = build_parser()
     args = p.parse_args(argv)
+    if args.scenario is not None and "preset" in given_fields(argv):
+        p.error("--scenario replaces --preset: give one of them")
     try:
         args.hp = parse_hp(args.hp)
         cfg = config_from_args(args)
@@ -179,7 +192,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The :class:`TrainConfig` of the parsed flags."""
     return TrainConfig(
         algo=args.algo,
-        preset=args.preset,
+        preset=None if args.scenario is not None else args.preset,
+        scenario=args.scenario,
         timesteps=args.timesteps,
         seed=args.seed,
         bc=args.bc,

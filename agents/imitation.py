@@ -34,7 +34,7 @@ import math
 import platform
 import time
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,7 @@ import numpy as np
 import torch as th
 
 from agents.replay import schedule_action
+from agents.training_scenarios import item_scenario, scenario_item
 from envs.dc_env import JOB_FEATURES, CarbonAwareDCEnv
 from envs.presets import PRESETS, make_scenario
 from envs.scenario import OperatingState, Scenario
@@ -216,10 +217,11 @@ def noise_seed(scenario: Scenario, draw: int = 0) -> int:
 
 # ------------------------------------------------------------------------------ oracle workers
 def solve_full_horizon(item: dict[str, Any]) -> dict[str, Any]:
-    """Sweep worker: the ``joint`` full-horizon schedule of ``make_scenario(preset, seed)`` as JSON."""
+    """Sweep worker: the ``joint`` full-horizon schedule of the item's scenario (``make_scenario(preset,
+    seed)``, or a source's scenario in the item, :func:`agents.training_scenarios.item_scenario`)."""
     from oracle.solve import solve
 
-    sc = make_scenario(item["preset"], int(item["seed"]))
+    sc = item_scenario(item)
     sched = solve(sc, "joint", time_limit_s=item["time_limit_s"], mip_gap=item["mip_gap"], threads=1)
     if not sched.has_solution:
         raise RuntimeError(f"no oracle schedule for seed {item['seed']}: {sched.status} {sched.diagnosis}")
@@ -255,7 +257,7 @@ def solve_from_state(item: dict[str, Any]) -> dict[str, Any]:
     """
     from oracle.solve import solve
 
-    sc = make_scenario(item["preset"], int(item["seed"]))
+    sc = item_scenario(item)
     state = state_from_json(item["state"])
     kwargs = {"time_limit_s": item["time_limit_s"], "mip_gap": item["mip_gap"], "threads": 1}
     sched = solve(sc, "joint", initial_state=state, **kwargs)
@@ -265,7 +267,8 @@ def solve_from_state(item: dict[str, Any]) -> dict[str, Any]:
         sched = solve(sc.replace(carbon_budget_t=None), "joint", initial_state=state, **kwargs)
     if not sched.has_solution:
         raise RuntimeError(f"oracle found no schedule from period {state.period}: {sched.diagnosis}")
-    action = schedule_action(sched, state.period, PRESETS[item["preset"]]["J"])
+    slots = item["slots"] if "slots" in item else PRESETS[item["preset"]]["J"]
+    action = schedule_action(sched, state.period, slots)
     return {
         "action": {key: value.tolist() for key, value in action.items()},
         "status": sched.status,
@@ -292,26 +295,25 @@ def solve_schedules(
     time_limit_s: float = 60.0,
     mip_gap: float = 1e-4,
     progress: bool = True,
+    scenarios: Mapping[int, Scenario] | None = None,
     **sweep_kwargs: Any,
 ) -> dict[int, Any]:
     """Full-horizon ``joint`` oracle schedules of ``preset`` for ``seeds``, solved in parallel.
 
+    ``scenarios`` (a source run, :mod:`agents.training_scenarios`): the scenario of each key in
+    ``seeds`` instead of ``make_scenario(preset, seed)``; its cache key is its content digest.
     ``cache_dir`` makes the sweep resumable (solved seeds are loaded, not re-solved). Returns
     ``{seed: Schedule}``; seeds whose solve failed are left out (at most 5 % may fail).
     ``sweep_kwargs`` go to :func:`oracle.executor.run_sweep` (``backend``, ``max_workers``, ...).
     """
     from oracle.solve import Schedule
 
-    items = [
-        {
-            "key": f"{preset}-s{int(seed)}-joint-full-gap{mip_gap:g}",
-            "preset": preset,
-            "seed": int(seed),
-            "time_limit_s": float(time_limit_s),
-            "mip_gap": float(mip_gap),
-        }
-        for seed in seeds
-    ]
+    items = []
+    for seed in seeds:
+        item = scenario_item(preset, seed, scenarios)
+        prefix = item.pop("prefix")
+        key = {"key": f"{prefix}-joint-full-gap{mip_gap:g}"}
+        items.append({**key, **item, "time_limit_s": float(time_limit_s), "mip_gap": float(mip_gap)})
     results = run_sweep(
         solve_full_horizon, items, out_dir=cache_dir, progress=progress, desc="oracle solves", **sweep_kwargs
     )
@@ -426,9 +428,13 @@ def build_oracle_dataset(
     progress: bool = True,
     forecast_level: str | float | None = None,
     noise_draws: int = 1,
+    scenarios: Mapping[int, Scenario] | None = None,
     **sweep_kwargs: Any,
 ) -> DemoDataset:
     """Solve the oracle on ``seeds`` (in parallel) and replay each schedule into (obs, action) pairs.
+
+    ``scenarios``: a source run's scenarios by key (``preset`` None; see :func:`solve_schedules`);
+    the ``seed`` column then holds the keys and the metadata their names (``scenario_names``).
 
     With ``forecast_level`` each schedule is replayed ``noise_draws`` times, each time with other
     forecast errors in the observations (the labels stay the clairvoyant oracle's). The metadata
@@ -446,6 +452,7 @@ def build_oracle_dataset(
         time_limit_s=time_limit_s,
         mip_gap=mip_gap,
         progress=progress,
+        scenarios=scenarios,
         **sweep_kwargs,
     )
     solve_s = time.perf_counter() - tick
@@ -463,8 +470,11 @@ def build_oracle_dataset(
         objectives[str(seed)] = float(sched.objective_usd)
     if not obs:
         raise RuntimeError("no oracle schedule: the dataset is empty")
-    flat = flat_env(preset, forecast_horizon=forecast_horizon)
+    shape = None if scenarios is None else next(iter(schedules.values())).scenario
+    flat = flat_env(preset, shape, forecast_horizon=forecast_horizon)
+    names = {} if scenarios is None else {"scenario_names": {str(s): scenarios[s].name for s in schedules}}
     meta = {
+        **names,
         "preset": preset,
         "base_seed": base_seed,
         "seeds": [int(s) for s in schedules],
@@ -505,6 +515,7 @@ def dagger_round(
     progress: bool = True,
     make_env: EnvFactory | None = None,
     forecast_level: str | float | None = None,
+    scenarios: Mapping[int, Scenario] | None = None,
     **sweep_kwargs: Any,
 ) -> tuple[DemoDataset, dict[str, Any]]:
     """One DAgger round: roll ``predict`` on ``seeds`` and label every visited state with the oracle.
@@ -513,12 +524,17 @@ def dagger_round(
     (:func:`solve_from_state`, all solves in one parallel sweep); ``make_env`` is the rollout's env
     factory (the one the policy is deployed in). Returns the new pairs (``round``
     column = ``round_index``) and statistics: the policy's mean return and how many labels needed the
-    carbon budget relaxed.
+    carbon budget relaxed. ``scenarios``: a source run's scenarios by key (``preset`` None).
     """
-    flat = flat_env(preset, forecast_horizon=forecast_horizon)
+    shape = None if scenarios is None else scenarios[int(seeds[0])]
+    flat = flat_env(preset, shape, forecast_horizon=forecast_horizon)
     items, rows, returns = [], [], []
     for seed in seeds:
-        sc = make_scenario(preset, int(seed))
+        sc = make_scenario(preset, int(seed)) if scenarios is None else scenarios[int(seed)]
+        where = scenario_item(preset, seed, scenarios)
+        prefix = where.pop("prefix")
+        if scenarios is not None:
+            where["slots"] = flat.n_slots
         ep = rollout(
             predict,
             sc,
@@ -534,9 +550,8 @@ def dagger_round(
             digest = hashlib.sha1(json.dumps(state_json, sort_keys=True).encode()).hexdigest()[:16]
             items.append(
                 {
-                    "key": f"{preset}-s{int(seed)}-t{t:03d}-{digest}-gap{mip_gap:g}",
-                    "preset": preset,
-                    "seed": int(seed),
+                    "key": f"{prefix}-t{t:03d}-{digest}-gap{mip_gap:g}",
+                    **where,
                     "state": state_json,
                     "time_limit_s": float(time_limit_s),
                     "mip_gap": float(mip_gap),

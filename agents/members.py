@@ -19,6 +19,8 @@ import numpy as np
 from agents.ensemble import model_digest
 from agents.imitation import BCConfig, DemoDataset, behaviour_clone, dagger_validation_seeds
 from agents.sb3 import make_model, make_vec_env, policy_features, set_log_std, set_torch_threads
+from agents.training_scenarios import shape_policy_extra, shape_vec_env
+from envs.scenario import Scenario
 from oracle.executor import ItemResult, run_sweep
 
 if TYPE_CHECKING:
@@ -32,17 +34,18 @@ def train_member(item: dict[str, Any]) -> dict[str, Any]:
     ``seed`` (network initialisation, minibatch order and validation split), ``epochs``,
     ``window_features``, ``ft_log_std``, ``torch_threads``, ``hyperparams`` (the main model's), and
     ``two_stage``: ``None`` (one BC pass over everything) or ``{"epochs", "lr"}`` of the second
-    stage (see below).
+    stage (see below). A source run's item also has ``shape``, the JSON form of a scenario of the
+    run's sizes (``preset`` is None): the network's spaces come from it.
     """
     set_torch_threads(item["torch_threads"])
     data = DemoDataset.load(item["dataset"])
-    model = make_model(
-        item["algo"],
-        make_vec_env(item["preset"], 1, item["seed"]),
-        item["seed"],
-        hyperparams=item["hyperparams"],
-        policy_extra=policy_features(item["preset"], item["window_features"]),
-    )
+    if item.get("shape") is not None:
+        shape = Scenario.from_dict(item["shape"])
+        venv, extra = shape_vec_env(shape, item["seed"]), shape_policy_extra(shape, item["window_features"])
+    else:
+        venv = make_vec_env(item["preset"], 1, item["seed"])
+        extra = policy_features(item["preset"], item["window_features"])
+    model = make_model(item["algo"], venv, item["seed"], hyperparams=item["hyperparams"], policy_extra=extra)
     bc_cfg = BCConfig(epochs=item["epochs"], seed=item["seed"])
     if item.get("two_stage"):
         # As the main model learns: clone the oracle's own demonstrations first, then continue on
@@ -70,9 +73,11 @@ def train_member(item: dict[str, Any]) -> dict[str, Any]:
 
 
 def clone_members(
-    cfg: TrainConfig, dataset: Path, ens_dir: Path
+    cfg: TrainConfig, dataset: Path, ens_dir: Path, shape: Scenario | None = None
 ) -> tuple[list[dict[str, Any]], list[ItemResult], int]:
     """Clone members ``1 .. cfg.ensemble - 1`` from ``dataset`` into ``ens_dir/member_<m>.zip``.
+
+    ``shape``: a source run's scenario of the run's sizes (None for a preset run).
 
     Member ``m`` uses seed ``cfg.seed + m``; with DAgger rounds it learns in two stages as the main
     model did (:func:`train_member`). Returns the work items, their results and how many members
@@ -96,6 +101,9 @@ def clone_members(
         }
         for m in range(1, cfg.ensemble)
     ]
+    if shape is not None:  # only then: a preset run's member keys stay what they were
+        for item in items:
+            item["shape"] = shape.to_dict()
     # A finished member is reused (``--resume``) only if it was cloned from this very dataset (by
     # content, so a copied or moved run folder still counts) with these settings, and its zip is
     # still there: the key carries their hash.

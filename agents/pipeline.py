@@ -71,14 +71,19 @@ from agents.sb3 import (
     latest_checkpoint,
     load_model,
     make_model,
-    make_vec_env,
-    policy_features,
     resolve_hyperparams,
     set_log_std,
     set_torch_threads,
 )
+from agents.training_scenarios import (
+    TrainingScenarios,
+    make_train_vec_env,
+    policy_extra,
+    source_plan,
+    source_record,
+)
 from envs.forecast import LEVELS
-from envs.presets import PRESETS, make_scenario
+from envs.presets import PRESETS
 from envs.scenario import Scenario
 from envs.wrappers import DEFAULT_REWARD_SCALE
 
@@ -102,6 +107,11 @@ class TrainConfig:
     Scenario seeds all come from ``seed`` (:func:`agents.imitation.draw_training_seeds`): the first
     ``eval_scenarios`` are the validation scenarios, the next ``bc_scenarios`` the oracle dataset,
     then ``dagger_scenarios`` per DAgger round; all >= 1000 and mutually disjoint.
+
+    ``scenario`` (a scenario JSON, a folder of them or a data spec YAML; :mod:`envs.sources`)
+    replaces the preset: validation on the source's validation split, the dataset and DAgger
+    scenarios drawn from its train split with ``seed``, its held-out split never used
+    (:mod:`agents.training_scenarios`); ``preset`` is then ignored (recorded as None).
 
     ``ensemble``: the number of models in the deployed policy. Besides the main model (BC, DAgger,
     fine-tuning), ``ensemble - 1`` members are cloned from the final aggregated dataset (oracle
@@ -130,7 +140,7 @@ class TrainConfig:
     """
 
     algo: str = "ppo"
-    preset: str = "paper"
+    preset: str | None = "paper"
     timesteps: int = 0
     seed: int = 0
     bc: bool = True
@@ -161,6 +171,7 @@ class TrainConfig:
     hp: dict[str, Any] = field(default_factory=dict)
     forecast_level: str | None = "typical"
     noise_draws: int = 3
+    scenario: str | None = None
 
     def check(self) -> None:
         """Raise ``ValueError`` naming the field for a value out of range (before any work).
@@ -192,8 +203,12 @@ class TrainConfig:
 
         if self.algo not in ALGOS:
             fail("algo", f"choose one of {sorted(ALGOS)}")
-        if self.preset not in PRESETS:
+        if self.scenario is None and self.preset not in PRESETS:
             fail("preset", f"choose one of {sorted(PRESETS)}")
+        if self.scenario is not None and not Path(self.scenario).exists():
+            fail(
+                "scenario", "no such file or folder (give a scenario JSON, a folder of them, or a data spec)"
+            )
         if self.forecast_level is not None and self.forecast_level not in LEVELS:
             fail("forecast_level", f"choose one of {list(LEVELS)} or None (exact)")
         whole("seed", 0)
@@ -226,8 +241,9 @@ class TrainConfig:
 
     def effective(self) -> TrainConfig:
         """The config a run records: ``ensemble`` is 1 without ``bc`` (members clone the oracle
-        dataset, which only behaviour cloning builds)."""
-        return replace(self, ensemble=1) if self.ensemble > 1 and not self.bc else self
+        dataset, which only behaviour cloning builds); ``preset`` is None with a ``scenario``."""
+        cfg = replace(self, ensemble=1) if self.ensemble > 1 and not self.bc else self
+        return replace(cfg, preset=None) if cfg.scenario is not None and cfg.preset is not None else cfg
 
     @property
     def setting(self) -> str:
@@ -238,8 +254,9 @@ class TrainConfig:
         """The effective hyperparameters (:func:`agents.sb3.resolve_hyperparams`); raises
         ``ValueError`` naming an unknown key and where it came from."""
         overrides = {"learning_rate": self.learning_rate} if self.learning_rate is not None else {}
+        preset = None if self.scenario is not None else self.preset
         return resolve_hyperparams(
-            self.algo, self.preset, self.setting, self.hyperparams_file, {**overrides, **self.hp}
+            self.algo, preset, self.setting, self.hyperparams_file, {**overrides, **self.hp}
         )
 
     def sweep_kwargs(self) -> dict[str, Any]:
@@ -247,7 +264,8 @@ class TrainConfig:
         return {"backend": self.backend, "ray_address": self.ray_address, "max_workers": self.workers}
 
     def seed_plan(self) -> dict[str, Any]:
-        """The validation, dataset and DAgger scenario seeds."""
+        """The validation, dataset and DAgger scenario seeds of a preset run (see
+        :meth:`scenario_plan` for a source run)."""
         n_val, n_bc = self.eval_scenarios, self.bc_scenarios if self.bc else 0
         rounds = self.dagger_rounds if self.bc else 0
         seeds = draw_training_seeds(self.seed, n_val + n_bc + rounds * self.dagger_scenarios)
@@ -256,6 +274,25 @@ class TrainConfig:
             for r in range(rounds)
         ]
         return {"validation": seeds[:n_val], "bc": seeds[n_val : n_val + n_bc], "dagger": dagger}
+
+    def scenario_plan(self) -> tuple[TrainingScenarios, dict[str, Any]]:
+        """The run's scenarios and the validation, dataset and DAgger keys: :meth:`seed_plan` for a
+        preset run, :func:`agents.training_scenarios.source_plan` for a ``scenario`` source."""
+        if self.scenario is None:
+            return TrainingScenarios(self.preset), self.seed_plan()
+        n_bc = self.bc_scenarios if self.bc else 0
+        rounds = self.dagger_rounds if self.bc else 0
+        scenarios, drawn, warnings = source_plan(
+            self.scenario, self.seed, self.eval_scenarios, n_bc + rounds * self.dagger_scenarios
+        )
+        for warning in warnings:
+            _log(f"warning: {warning}")
+        train = drawn["train"]
+        dagger = [
+            train[n_bc + r * self.dagger_scenarios : n_bc + (r + 1) * self.dagger_scenarios]
+            for r in range(rounds)
+        ]
+        return scenarios, {"validation": drawn["validation"], "bc": train[:n_bc], "dagger": dagger}
 
 
 # ------------------------------------------------------------------------------------ the run folder
@@ -269,6 +306,7 @@ class Run:
     resume: bool
     record: dict[str, Any]
     plan: dict[str, Any]
+    scenarios: TrainingScenarios
     timings: dict[str, float] = field(default_factory=dict)
 
     def stage_path(self, name: str) -> Path:
@@ -411,10 +449,19 @@ def stage_seeds(cfg: TrainConfig, resume: bool, apply: Collection[str] = ()) -> 
         for stale in ("stages", "datasets", "checkpoints"):
             shutil.rmtree(out / stale, ignore_errors=True)
         (out / "bc_model.zip").unlink(missing_ok=True)
-    if cfg.effective() is not cfg:
+    if cfg.effective().ensemble != cfg.ensemble:
         _log(f"--ensemble {cfg.ensemble} needs the oracle dataset of --bc: deploying the single model")
-        cfg = cfg.effective()
-    plan = cfg.seed_plan()
+    cfg = cfg.effective()
+    scenarios, plan = cfg.scenario_plan()
+    if scenarios.is_source:
+        drawn = source_record(scenarios, plan)
+        recorded = record.get("scenarios", {}).get("digest")
+        if resume and recorded is not None and recorded != drawn["digest"]:
+            raise ValueError(
+                f"scenario: {cfg.scenario} no longer gives the scenarios this run was started with "
+                "(its files changed); start a new run in another --out"
+            )
+        record["scenarios"] = drawn
     record.update(
         {
             "config": asdict(cfg),
@@ -431,7 +478,7 @@ def stage_seeds(cfg: TrainConfig, resume: bool, apply: Collection[str] = ()) -> 
         }
     )
     record.setdefault("started", time.strftime("%Y-%m-%dT%H:%M:%S"))
-    run = Run(cfg, out, resume, record, plan)
+    run = Run(cfg, out, resume, record, plan, scenarios)
     run.save_record()
     return run
 
@@ -447,6 +494,7 @@ def stage_validation(run: Run) -> tuple[list[Scenario], list[float]]:
         time_limit_s=cfg.oracle_time_limit_s,
         mip_gap=1e-4,
         progress=cfg.progress_bar,
+        scenarios=run.scenarios.mapping(),
         **cfg.sweep_kwargs(),
     )
     seeds = [s for s in run.plan["validation"] if s in scheds]
@@ -470,6 +518,7 @@ def stage_oracle_dataset(run: Run) -> DemoDataset:
         progress=cfg.progress_bar,
         forecast_level=cfg.forecast_level,
         noise_draws=cfg.noise_draws,
+        scenarios=run.scenarios.mapping(),
         **cfg.sweep_kwargs(),
     )
     wall = time.perf_counter() - tick
@@ -543,6 +592,7 @@ def stage_dagger_round(
         progress=cfg.progress_bar,
         make_env=safe_flat_env,
         forecast_level=cfg.forecast_level,
+        scenarios=run.scenarios.mapping(),
         **cfg.sweep_kwargs(),
     )
     data = data.concat(new)
@@ -647,7 +697,7 @@ def stage_value_pretrain(
         vseeds = run.plan["bc"][: cfg.value_pretrain_scenarios]
         vinfo = pretrain_value(
             model,
-            [make_scenario(cfg.preset, s) for s in vseeds],
+            [run.scenarios.scenario(s) for s in vseeds],
             cfg.preset,
             forecast_level=cfg.forecast_level,
         )
@@ -720,7 +770,7 @@ def stage_ensemble(
     if not dataset.exists():
         raise FileNotFoundError(f"ensemble: no oracle dataset at {dataset} to clone members from")
     tick = time.perf_counter()
-    items, results, reused = clone_members(cfg, dataset, ens_dir)
+    items, results, reused = clone_members(cfg, dataset, ens_dir, run.scenarios.shape())
     if reused:
         _log(f"ensemble: {reused} of {len(items)} members already trained (reused)")
     wall = time.perf_counter() - tick
@@ -749,6 +799,12 @@ def stage_ensemble(
 
 
 # ----------------------------------------------------------------------------------- the pipeline
+def _vec_env(run: Run, seed: int) -> Any:
+    """The model's vec env (fine-tuning): the run's scenarios, ``n_envs`` copies, its forecast errors."""
+    cfg = run.cfg
+    return make_train_vec_env(run.scenarios, cfg.n_envs, seed, forecast_level=cfg.forecast_level)
+
+
 def _evaluator(
     run: Run, scenarios: Sequence[Scenario], oracle_usd: Sequence[float], ckpt: dict[str, Any] | None
 ) -> OracleEvalCallback:
@@ -854,25 +910,17 @@ def _train(
         _log(f"resuming from {ckpt['path']} at {ckpt['num_timesteps']} steps")
         done_steps = int(ckpt["num_timesteps"])
         venv_seed = cfg.seed + done_steps
-        model = load_model(
-            ckpt["path"],
-            make_vec_env(cfg.preset, cfg.n_envs, venv_seed, forecast_level=cfg.forecast_level),
-            trust_pickle=True,
-        )
+        model = load_model(ckpt["path"], _vec_env(run, venv_seed), trust_pickle=True)
     elif resume and (out / "bc_model.zip").exists():
         _log("resuming from the cloned model (no fine-tuning checkpoint yet)")
-        model = load_model(
-            out / "bc_model.zip",
-            make_vec_env(cfg.preset, cfg.n_envs, venv_seed, forecast_level=cfg.forecast_level),
-            trust_pickle=True,
-        )
+        model = load_model(out / "bc_model.zip", _vec_env(run, venv_seed), trust_pickle=True)
     else:
         model = make_model(
             cfg.algo,
-            make_vec_env(cfg.preset, cfg.n_envs, venv_seed, forecast_level=cfg.forecast_level),
+            _vec_env(run, venv_seed),
             cfg.seed,
             hyperparams=cfg.hyperparams(),
-            policy_extra=policy_features(cfg.preset, cfg.window_features),
+            policy_extra=policy_extra(run.scenarios, cfg.window_features),
         )
         if cfg.bc:
             bc_info = _imitate(run, model, evaluator)
@@ -918,7 +966,12 @@ def _train(
     # The deployed policy in the pickle-free format (agents/policy_file.py): what evaluate.py loads.
     trained = out / "ensemble.json" if ensemble_info is not None else out / "model.zip"
     shutil.rmtree(out / "policy", ignore_errors=True)
-    summary["deployed"] = str(export_policy(trained, out / "policy", cfg.preset))
+    export_as = run.scenarios.export_preset()
+    if export_as is not None:
+        summary["deployed"] = str(export_policy(trained, out / "policy", export_as))
+    else:  # agents/policy_file.py rebuilds a network on a preset's spaces only
+        summary["deployed"] = str(trained)
+        _log(f"no preset has this source's sizes: not exported pickle-free, deployed {trained}")
     record["summary"] = summary
     run.save_record()
     _log(
