@@ -337,7 +337,7 @@ def add_battery(m: Model) -> None:
     ``discharge <= discharge_mw·(1 - b)``, ``b`` binary. By default (``battery_binary=False``) ``b``
     is projected out, leaving its LP hull ``charge/charge_mw + discharge/discharge_mw <= 1``: a
     relaxation of §4.7 with the same LP bound and 1 binary fewer per site and period. Its solutions
-    are made exclusive after the solve (:func:`oracle.solve.net_battery`): where both are positive,
+    are made exclusive after the solve (:func:`oracle.recompute.net_battery`): where both are positive,
     lowering charge by δ and discharge by ``eta_charge·eta_discharge·δ`` keeps every SoC, lowers
     degradation by ``degradation·(1 + eta_c·eta_d)·δ·dt_h`` and frees ``(1 - eta_c·eta_d)·δ`` MW,
     which the grid completion absorbs by importing less, exporting more or curtailing — so the
@@ -392,7 +392,7 @@ def grid_binary_needed(sc: Scenario, s: int, t: int) -> bool:
     ``δ·(price_import + carbon_price·ci)·dt_h >= 0`` and lowers emissions. Both moves leave every
     integer variable unchanged, so from any solution they reach one, at least as good, in which
     import and export are exclusive and no renewable is curtailed while importing — exactly what
-    ``g`` enforces. :func:`oracle.solve.complete_grid` applies these moves after the solve (they
+    ``g`` enforces. :func:`oracle.recompute.complete_grid` applies these moves after the solve (they
     only change anything in ties, since a strict gain contradicts LP optimality of the polished
     solution).
     """
