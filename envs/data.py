@@ -27,6 +27,9 @@ data row (1-based, with its timestamp). Gaps in the time index are an error unle
 Two steps, so that a long series is read once and cut into many windows (:mod:`envs.sources`):
 :func:`load_site_series` reads, checks, converts and turns weather into power;
 :func:`scenario_from_series` adds hardware and workload. :func:`scenario_from_csv` is both.
+
+Reading and checking one file is :mod:`envs.site_csv`, whose names (:data:`HEADERS`,
+:data:`PLAUSIBLE`, :class:`DataGapWarning`, the column names) are re-exported here.
 """
 
 from __future__ import annotations
@@ -34,7 +37,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,87 +47,67 @@ import pandas as pd
 
 from envs.presets import RENEWABLE_TEMPLATES, cooling_coefficient, make_scenario, paper_site
 from envs.scenario import InferenceClass, Scenario, ScenarioError, Site, TrainingJob
+from envs.site_csv import (
+    CARBON,
+    CARBON_TONNE_SUSPECT_G_PER_KWH,
+    CLOUD,
+    DHI,
+    DNI,
+    EXPORT_PRICE,
+    G_PER_KWH_PER_T_PER_MWH,
+    GHI,
+    HEADERS,
+    KG_PER_LB,
+    NUMERIC_COLUMNS,
+    PLAUSIBLE,
+    PRICE,
+    SOLAR_CF,
+    TEMP,
+    TIMESTAMP,
+    WIND_CF,
+    WIND_SPEED,
+    DataGapWarning,
+    SiteTable,
+    fill_gaps,
+    iso_utc,
+    read_site_csv,
+    row_label,
+    step_hours,
+)
 from envs.weather import SiteWeather, solar_cf, wind_cf
+
+__all__ = [
+    "CARBON",
+    "CARBON_TONNE_SUSPECT_G_PER_KWH",
+    "CLOUD",
+    "DHI",
+    "DNI",
+    "EXPORT_PRICE",
+    "GHI",
+    "G_PER_KWH_PER_T_PER_MWH",
+    "HEADERS",
+    "KG_PER_LB",
+    "NUMERIC_COLUMNS",
+    "PAPER_DEMAND_AMPLITUDE_GPUS",
+    "PAPER_DEMAND_BASE_GPUS",
+    "PLAUSIBLE",
+    "PRICE",
+    "SOLAR_CF",
+    "TEMP",
+    "TIMESTAMP",
+    "WIND_CF",
+    "WIND_SPEED",
+    "DataGapWarning",
+    "SiteSeries",
+    "load_site_series",
+    "scenario_from_csv",
+    "scenario_from_series",
+]
 
 LOG = logging.getLogger(__name__)
 
-TIMESTAMP = "timestamp"
-PRICE = "price_usd_per_mwh"
-EXPORT_PRICE = "export_price_usd_per_mwh"
-CARBON = "carbon_g_per_kwh"
-TEMP = "temp_c"
-SOLAR_CF = "solar_cf"
-WIND_CF = "wind_cf"
-WIND_SPEED = "wind_ms"
-GHI = "ghi_w_per_m2"
-DNI = "dni_w_per_m2"
-DHI = "dhi_w_per_m2"
-CLOUD = "cloud_cover"
-NUMERIC_COLUMNS = (PRICE, EXPORT_PRICE, CARBON, TEMP, SOLAR_CF, WIND_CF, WIND_SPEED, GHI, DNI, DHI, CLOUD)
-"""Every canonical numeric quantity (header in canonical units), in the order they are checked."""
-
-G_PER_KWH_PER_T_PER_MWH = 1000.0
-"""1 tCO2/MWh = 1000 gCO2/kWh, so x gCO2/kWh = x / 1000 tCO2/MWh (1 gCO2/kWh = 0.001 tCO2/MWh)."""
-KG_PER_LB = 0.45359237
-"""The international avoirdupois pound, kg (exact): x lbCO2/MWh = 0.45359237 x kgCO2/MWh = ... gCO2/kWh."""
-
-HEADERS: dict[str, tuple[str, Callable[[np.ndarray], np.ndarray]]] = {
-    PRICE: (PRICE, lambda x: x),
-    EXPORT_PRICE: (EXPORT_PRICE, lambda x: x),
-    "carbon_g_per_kwh": (CARBON, lambda x: x),
-    "carbon_kg_per_mwh": (CARBON, lambda x: x),  # 1 kg/MWh = 1 g/kWh
-    "carbon_lb_per_mwh": (CARBON, lambda x: x * KG_PER_LB),
-    "carbon_t_per_mwh": (CARBON, lambda x: x * G_PER_KWH_PER_T_PER_MWH),
-    "temp_c": (TEMP, lambda x: x),
-    "temp_f": (TEMP, lambda x: (x - 32.0) * 5.0 / 9.0),
-    SOLAR_CF: (SOLAR_CF, lambda x: x),
-    WIND_CF: (WIND_CF, lambda x: x),
-    "wind_ms": (WIND_SPEED, lambda x: x),
-    "wind_m_per_s": (WIND_SPEED, lambda x: x),
-    "wind_kmh": (WIND_SPEED, lambda x: x / 3.6),
-    GHI: (GHI, lambda x: x),
-    DNI: (DNI, lambda x: x),
-    DHI: (DHI, lambda x: x),
-    "cloud_cover": (CLOUD, lambda x: x),  # fraction of the sky, 0..1
-    "cloud_cover_pct": (CLOUD, lambda x: x / 100.0),  # percent (or oktas x 12.5)
-}
-"""Accepted header -> (canonical quantity, conversion to its canonical unit). One header per quantity."""
-
-PLAUSIBLE: dict[str, tuple[float | None, float | None]] = {
-    PRICE: (-1000.0, 20_000.0),  # AEMO's floor is -1000 AUD/MWh, its cap about 17,500 AUD/MWh
-    EXPORT_PRICE: (-1000.0, 20_000.0),
-    CARBON: (0.0, 1500.0),  # gCO2/kWh; lignite plants emit about 1,100-1,200, a grid mix less
-    TEMP: (-60.0, 60.0),  # deg C ambient
-    SOLAR_CF: (0.0, 1.0),
-    WIND_CF: (0.0, 1.0),
-    WIND_SPEED: (0.0, 60.0),  # m/s, hourly mean near the ground
-    GHI: (0.0, 1500.0),  # W/m2; the solar constant is 1361
-    DNI: (0.0, 1500.0),
-    DHI: (0.0, 1000.0),
-    CLOUD: (0.0, 1.0),
-}
-"""Plausible range of each quantity in its canonical unit (None = unbounded); ``limits=`` overrides."""
-
-CARBON_TONNE_SUSPECT_G_PER_KWH = 2.0
-"""A carbon column in g/kWh whose every value is below this is almost surely in tCO2/MWh."""
-
 PAPER_DEMAND_BASE_GPUS = 7000.0
 PAPER_DEMAND_AMPLITUDE_GPUS = 2000.0
-
-
-class DataGapWarning(UserWarning):
-    """Gaps in a CSV's time index were filled by linear interpolation (``interpolate=True``)."""
-
-
-@dataclass(frozen=True)
-class _SiteTable:
-    """One parsed, checked site file on its regular time grid (gaps NaN until interpolated)."""
-
-    path: Path
-    frame: pd.DataFrame  # index: regular UTC DatetimeIndex; columns: canonical quantities present
-    raw_ts: dict[pd.Timestamp, tuple[int, str]]  # timestamp -> (data row, text as in the file)
-    step: pd.Timedelta
-    headers: dict[str, str]  # canonical quantity -> the header it came from
 
 
 @dataclass(frozen=True)
@@ -333,7 +315,7 @@ def load_site_series(
         required_by_site.append(need)
 
     tables = [
-        _read_site_csv(path, need, dict(columns or {}), tz, ranges, custom=set(limits or {}))
+        read_site_csv(path, need, dict(columns or {}), tz, ranges, custom=set(limits or {}))
         for path, need in zip(paths, required_by_site, strict=True)
     ]
     for s, table in enumerate(tables):
@@ -348,7 +330,7 @@ def load_site_series(
                 if nonzero.size:
                     ts = table.frame.index[nonzero[0]]
                     raise ScenarioError(
-                        f"{table.path}: column {column!r}, {_row(table, ts)}: capacity factor "
+                        f"{table.path}: column {column!r}, {row_label(table, ts)}: capacity factor "
                         f"{table.frame[column].iloc[nonzero[0]]!r} but {arg}[{s}] = 0 MW; give the "
                         f"site's installed capacity in {arg}=... or remove the column"
                     )
@@ -357,8 +339,8 @@ def load_site_series(
     for table in tables[1:]:
         if table.step != first.step:
             raise ScenarioError(
-                f"{table.path}: column {TIMESTAMP!r}, {_row(table, table.frame.index[1])}: period "
-                f"length {_hours(table.step):g} h, but {first.path} has {_hours(first.step):g} h"
+                f"{table.path}: column {TIMESTAMP!r}, {row_label(table, table.frame.index[1])}: period "
+                f"length {step_hours(table.step):g} h, but {first.path} has {step_hours(first.step):g} h"
             )
     step = first.step
     window = _window(tables, start, periods)
@@ -371,7 +353,7 @@ def load_site_series(
     renewable = np.zeros((S, T))
     sources = []
     for s, table in enumerate(tables):
-        frame = _fill_gaps(table, window, interpolate, tz)
+        frame = fill_gaps(table, window, interpolate, tz)
         price[s] = frame[PRICE].to_numpy(dtype=np.float64)
         if EXPORT_PRICE in frame.columns:
             export[s] = frame[EXPORT_PRICE].to_numpy(dtype=np.float64)
@@ -389,14 +371,14 @@ def load_site_series(
     if bad.size:
         s, t = bad[0]
         raise ScenarioError(
-            f"{tables[s].path}: column {tables[s].headers[TEMP]!r}, {_row(tables[s], window[t])}: "
+            f"{tables[s].path}: column {tables[s].headers[TEMP]!r}, {row_label(tables[s], window[t])}: "
             f"cooling_fn gave {cooling[s, t]!r} for {temp[s, t]} degC (must be finite and >= 0)"
         )
     price_export = export_price_factor * price if export_price_factor is not None else export
     return SiteSeries(
         paths=tuple(paths),
         index=window,
-        dt_h=_hours(step),
+        dt_h=step_hours(step),
         price_import=price,
         price_export=price_export,
         carbon_t_per_mwh=carbon / G_PER_KWH_PER_T_PER_MWH,
@@ -445,41 +427,8 @@ def scenario_from_series(
     )
 
 
-def _fill_gaps(
-    table: _SiteTable, window: pd.DatetimeIndex, interpolate: bool, tz: str | None
-) -> pd.DataFrame:
-    """The table on the window; gaps raise, or are filled linearly with a warning."""
-    frame = table.frame.loc[window]
-    missing = frame.index[frame[PRICE].isna()]
-    if not len(missing):
-        return frame
-    if not interpolate:
-        ts = missing[0]
-        after = next(t for t in table.raw_ts if t > ts)
-        dst = (
-            "; if the file is in local time without UTC offsets and this is a spring daylight-saving "
-            "change, pass tz='Region/City' (interpolating would invent an hour)"
-            if tz is None
-            else ""
-        )
-        raise ScenarioError(
-            f"{table.path}: column {TIMESTAMP!r}, {_row(table, after)}: gap in the time "
-            f"index, {len(missing)} period(s) missing in the window (first missing "
-            f"{_iso(ts)}){dst}; pass interpolate=True to fill gaps linearly"
-        )
-    filled = table.frame.interpolate(method="linear", limit_area="inside").loc[window]
-    n_values = int(frame.isna().sum().sum())
-    warnings.warn(
-        f"{table.path}: filled {len(missing)} missing timestamp(s) ({n_values} values) by "
-        f"linear interpolation, first {_iso(missing[0])}",
-        DataGapWarning,
-        stacklevel=4,
-    )
-    return filled
-
-
 def _renewables(
-    table: _SiteTable,
+    table: SiteTable,
     frame: pd.DataFrame,
     solar_cap: float,
     wind_cap: float,
@@ -531,199 +480,8 @@ def _renewables(
     return total, "; ".join(parts) if parts else "none installed"
 
 
-# ----------------------------------------------------------------------------- reading one file
-def _read_site_csv(
-    path: Path,
-    required: list[tuple[str, ...]],
-    rename: dict[str, str],
-    tz: str | None,
-    ranges: Mapping[str, tuple[float | None, float | None]],
-    custom: set[str],
-) -> _SiteTable:
-    """Parse one site file, convert units, check every cell and its time index, regular grid."""
-    try:
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except FileNotFoundError as exc:
-        raise ScenarioError(f"{path}: file not found") from exc
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise ScenarioError(f"{path}: not a readable CSV file ({exc})") from exc
-    raw = raw.rename(columns=lambda c: str(c).strip()).rename(columns=rename)
-    headers: dict[str, str] = {}
-    for header in raw.columns:
-        if header in HEADERS:
-            quantity = HEADERS[header][0]
-            if quantity in headers:
-                raise ScenarioError(
-                    f"{path}: column {header!r}: gives {quantity} again (already from "
-                    f"{headers[quantity]!r}); keep one column per quantity"
-                )
-            headers[quantity] = header
-    if TIMESTAMP not in raw.columns:
-        raise ScenarioError(f"{path}: column {TIMESTAMP!r}: missing (found {list(raw.columns)})")
-    missing = [alts for alts in required if not any(a in headers for a in alts)]
-    if missing:
-        alts = missing[0]
-        accepted = [h for h, (q, _) in HEADERS.items() if q in alts]
-        raise ScenarioError(
-            f"{path}: column {alts[0]!r}: missing (accepted headers: {accepted}; missing columns: "
-            f"{[m[0] for m in missing]}; found {list(raw.columns)})"
-        )
-    if len(raw) < 2:
-        raise ScenarioError(f"{path}: column {TIMESTAMP!r}: need at least 2 data rows, found {len(raw)}")
-
-    text = raw[TIMESTAMP].fillna("").astype(str).str.strip()
-    index = _parse_timestamps(path, text, tz)
-
-    def row(i: int) -> str:
-        return f"data row {i + 1} ({text.iloc[i]})"
-
-    values: dict[str, np.ndarray] = {}
-    for quantity in NUMERIC_COLUMNS:
-        if quantity not in headers:
-            continue
-        header = headers[quantity]
-        cells = raw[header].fillna("").astype(str).str.strip()
-        numbers = pd.to_numeric(cells, errors="coerce").to_numpy(dtype=np.float64)
-        for i in np.flatnonzero(~np.isfinite(numbers)):
-            cell = cells.iloc[i]
-            if cell == "":
-                problem = "empty cell"
-            elif cell.lower() in ("nan", "na", "n/a", "null", "none", "-"):
-                problem = f"missing value ({cell!r})"
-            elif math.isnan(numbers[i]):
-                problem = f"not a number ({cell!r})"
-            else:
-                problem = f"must be finite ({cell!r})"
-            raise ScenarioError(f"{path}: column {header!r}, {row(i)}: {problem}")
-        converted = HEADERS[header][1](numbers)
-        lo, hi = ranges[quantity]
-        out = np.flatnonzero(
-            (converted < (-np.inf if lo is None else lo)) | (converted > (np.inf if hi is None else hi))
-        )
-        if out.size:
-            i = int(out[0])
-            unit = _canonical_unit(quantity)
-            shown = f"{converted[i]:g} {unit}" + (f" (from {cells.iloc[i]!r})" if header != quantity else "")
-            what = "capacity factor" if quantity in (SOLAR_CF, WIND_CF) else "value"
-            raise ScenarioError(
-                f"{path}: column {header!r}, {row(i)}: {what} {shown} outside the plausible range "
-                f"[{_bound(lo)}, {_bound(hi)}] {unit}; check the unit in the header (accepted: "
-                f"{[h for h, (q, _) in HEADERS.items() if q == quantity]}) or pass "
-                f"limits={{{quantity!r}: (low, high)}}"
-            )
-        if (
-            quantity == CARBON
-            and header in ("carbon_g_per_kwh", "carbon_kg_per_mwh")
-            and CARBON not in custom
-            and converted.max() < CARBON_TONNE_SUSPECT_G_PER_KWH
-        ):
-            i = int(np.argmax(converted))
-            raise ScenarioError(
-                f"{path}: column {header!r}, {row(i)}: every value is below "
-                f"{CARBON_TONNE_SUSPECT_G_PER_KWH:g} gCO2/kWh (largest {cells.iloc[i]!r}), which looks "
-                f"like tCO2/MWh; name the column 'carbon_t_per_mwh', or pass "
-                f"limits={{{CARBON!r}: (0, 1500)}} if the grid really is that clean"
-            )
-        values[quantity] = converted
-
-    deltas = np.diff(index.asi8)
-    for i in np.flatnonzero(deltas < 0):
-        raise ScenarioError(
-            f"{path}: column {TIMESTAMP!r}, {row(i + 1)}: timestamps not sorted (earlier than {row(i)})"
-        )
-    for i in np.flatnonzero(deltas == 0):
-        hint = (
-            "; if the file is in local time with daylight-saving time (an autumn hour repeats), "
-            "pass tz='Region/City' (the IANA zone)"
-            if tz is None
-            else ""
-        )
-        raise ScenarioError(
-            f"{path}: column {TIMESTAMP!r}, {row(i + 1)}: duplicated timestamp (same as {row(i)}){hint}"
-        )
-    # The period length is the most common spacing (ties: the shortest); every other spacing must be
-    # a whole multiple of it (a gap), otherwise the index is irregular.
-    spacings, counts = np.unique(deltas, return_counts=True)
-    step_ns = int(spacings[np.argmax(counts)])
-    for i in np.flatnonzero(deltas % step_ns != 0):
-        raise ScenarioError(
-            f"{path}: column {TIMESTAMP!r}, {row(i + 1)}: irregular spacing, "
-            f"{deltas[i] / 3.6e12:g} h after the previous row is not a multiple of the period "
-            f"length {step_ns / 3.6e12:g} h"
-        )
-    step = pd.Timedelta(step_ns, unit="ns")
-    frame = pd.DataFrame(values, index=index)
-    grid = pd.date_range(index[0], index[-1], freq=step)
-    raw_ts = {t: (i + 1, text.iloc[i]) for i, t in enumerate(index)}
-    return _SiteTable(path=path, frame=frame.reindex(grid), raw_ts=raw_ts, step=step, headers=headers)
-
-
-_OFFSET = r"(?:Z|[+-]\d{2}(?::?\d{2})?)$"
-
-
-def _parse_timestamps(path: Path, text: pd.Series, tz: str | None) -> pd.DatetimeIndex:
-    """UTC period starts from ISO 8601 text: offsets honoured; naive text is UTC, or local in ``tz``.
-
-    Local wall times are localized with explicit rules, never shifted silently: a wall time skipped
-    by a spring-forward change is an error; one repeated by an autumn change is resolved by order
-    (its first row is daylight time, the second standard time); one that should repeat but occurs
-    once is an error, since either reading is a guess.
-    """
-    has_offset = text.str.contains(_OFFSET, regex=True).to_numpy()
-    naive_local = tz is not None and not has_offset.all()
-    if naive_local and has_offset.any():
-        i = int(np.flatnonzero(has_offset != has_offset[0])[0])
-        raise ScenarioError(
-            f"{path}: column {TIMESTAMP!r}, data row {i + 1} ({text.iloc[i]}): mixes timestamps with "
-            f"and without UTC offsets; use one form"
-        )
-    parsed = pd.to_datetime(text, errors="coerce", utc=not naive_local, format="ISO8601")
-    for i in np.flatnonzero(parsed.isna().to_numpy()):
-        problem = "empty cell" if text.iloc[i] == "" else f"not an ISO 8601 timestamp ({text.iloc[i]!r})"
-        raise ScenarioError(f"{path}: column {TIMESTAMP!r}, data row {i + 1}: {problem}")
-    index = pd.DatetimeIndex(parsed).as_unit("ns")
-    if not naive_local:
-        return index
-    # first occurrence of a wall time = daylight time (True), a repeat = standard time (False)
-    first = ~pd.Series(index).duplicated(keep="first").to_numpy()
-    local = index.tz_localize(tz, ambiguous=first, nonexistent="NaT")
-    for i in np.flatnonzero(local.isna()):
-        raise ScenarioError(
-            f"{path}: column {TIMESTAMP!r}, data row {i + 1} ({text.iloc[i]}): this local time does "
-            f"not exist in {tz} (clocks jump forward at the spring daylight-saving change); a "
-            f"local-time export skips it: remove the row, or give timestamps with UTC offsets"
-        )
-    single = index.tz_localize(tz, ambiguous="NaT", nonexistent="NaT").isna()
-    counts = pd.Series(index).map(pd.Series(index).value_counts()).to_numpy()
-    for i in np.flatnonzero(single & (counts == 1)):
-        raise ScenarioError(
-            f"{path}: column {TIMESTAMP!r}, data row {i + 1} ({text.iloc[i]}): this local time occurs "
-            f"twice in {tz} (clocks go back at the autumn daylight-saving change) but once in the "
-            f"file, so which one is meant is unknown; give both rows, or UTC offsets"
-        )
-    return local.tz_convert("UTC")
-
-
-def _canonical_unit(quantity: str) -> str:
-    return {
-        PRICE: "USD/MWh",
-        EXPORT_PRICE: "USD/MWh",
-        CARBON: "gCO2/kWh",
-        TEMP: "degC",
-        WIND_SPEED: "m/s",
-        GHI: "W/m2",
-        DNI: "W/m2",
-        DHI: "W/m2",
-        CLOUD: "(fraction)",
-    }.get(quantity, "")
-
-
-def _bound(value: float | None) -> str:
-    return "none" if value is None else f"{value:g}"
-
-
 # ----------------------------------------------------------------------------- the common window
-def _window(tables: list[_SiteTable], start: Any, periods: int | None) -> pd.DatetimeIndex:
+def _window(tables: list[SiteTable], start: Any, periods: int | None) -> pd.DatetimeIndex:
     """The T period timestamps every file must cover (see ``start`` / ``periods``)."""
     first = tables[0]
     step = first.step
@@ -732,11 +490,11 @@ def _window(tables: list[_SiteTable], start: Any, periods: int | None) -> pd.Dat
         for table in tables[1:]:
             idx = table.frame.index
             if idx[0] != grid[0] or idx[-1] != grid[-1]:
-                where = _row(table, idx[0] if idx[0] != grid[0] else idx[-1])
+                where = row_label(table, idx[0] if idx[0] != grid[0] else idx[-1])
                 raise ScenarioError(
                     f"{table.path}: column {TIMESTAMP!r}, {where}: "
-                    f"covers {_iso(idx[0])} .. {_iso(idx[-1])} ({len(idx)} periods), but "
-                    f"{first.path} covers {_iso(grid[0])} .. {_iso(grid[-1])} ({len(grid)} periods); "
+                    f"covers {iso_utc(idx[0])} .. {iso_utc(idx[-1])} ({len(idx)} periods), but "
+                    f"{first.path} covers {iso_utc(grid[0])} .. {iso_utc(grid[-1])} ({len(grid)} periods); "
                     f"all files must cover the same time range (or pass start=/periods=)"
                 )
         return grid
@@ -751,7 +509,9 @@ def _window(tables: list[_SiteTable], start: Any, periods: int | None) -> pd.Dat
     if periods is None:
         n = int((grid[-1] - t0) / step) + 1
         if n < 1:
-            raise ScenarioError(f"start: {_iso(t0)} is after the end of {first.path} ({_iso(grid[-1])})")
+            raise ScenarioError(
+                f"start: {iso_utc(t0)} is after the end of {first.path} ({iso_utc(grid[-1])})"
+            )
     else:
         _require_number("periods", periods, minimum=1, integer=True)
         n = int(periods)
@@ -760,13 +520,13 @@ def _window(tables: list[_SiteTable], start: Any, periods: int | None) -> pd.Dat
         idx = table.frame.index
         if (window[0] - idx[0]) % step != pd.Timedelta(0):
             raise ScenarioError(
-                f"{table.path}: column {TIMESTAMP!r}: start {_iso(window[0])} is not on the file's "
-                f"{_hours(step):g} h grid (first row {_iso(idx[0])})"
+                f"{table.path}: column {TIMESTAMP!r}: start {iso_utc(window[0])} is not on the file's "
+                f"{step_hours(step):g} h grid (first row {iso_utc(idx[0])})"
             )
         if window[0] < idx[0] or window[-1] > idx[-1]:
             raise ScenarioError(
-                f"{table.path}: column {TIMESTAMP!r}: covers {_iso(idx[0])} .. {_iso(idx[-1])}, which "
-                f"does not contain the window {_iso(window[0])} .. {_iso(window[-1])} ({n} periods)"
+                f"{table.path}: column {TIMESTAMP!r}: covers {iso_utc(idx[0])} .. {iso_utc(idx[-1])}, which "
+                f"does not contain the window {iso_utc(window[0])} .. {iso_utc(window[-1])} ({n} periods)"
             )
     return window
 
@@ -856,19 +616,3 @@ def _require_number(name: str, value: Any, *, minimum: float, integer: bool = Fa
     if not ok:
         kind = "a whole number" if integer else "a finite number"
         raise ScenarioError(f"{name}: must be {kind} >= {minimum} (got {value!r})")
-
-
-def _row(table: _SiteTable, ts: pd.Timestamp) -> str:
-    """``data row N (timestamp as in the file)``, or the ISO timestamp of a gap period."""
-    if ts in table.raw_ts:
-        i, text = table.raw_ts[ts]
-        return f"data row {i} ({text})"
-    return f"missing period {_iso(ts)}"
-
-
-def _iso(ts: pd.Timestamp) -> str:
-    return ts.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _hours(step: pd.Timedelta) -> float:
-    return step / pd.Timedelta(hours=1)
