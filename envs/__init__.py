@@ -6,6 +6,10 @@
 - ``CarbonAwareDC-v0``: :class:`CarbonAwareDCEnv`, the Dict action/observation API;
 - ``CarbonAwareDC-Flat-v0``: the same env behind :class:`envs.wrappers.FlatObsActionWrapper`
   (flat float32 observation, one ``Box[-1, 1]`` action; SB3-ready), plus ``reward_scale``.
+
+Both have a ``vector_entry_point``: ``gym.make_vec(id, num_envs=N, vectorization_mode=
+"vector_entry_point")`` builds the batched numpy env of ``envs/vector.py`` (``envs/vector_flat.py``)
+instead of N copies.
 """
 
 import gymnasium as gym
@@ -25,9 +29,17 @@ ENV_ID = "CarbonAwareDC-v0"
 FLAT_ENV_ID = "CarbonAwareDC-Flat-v0"
 
 if ENV_ID not in gym.registry:
-    gym.register(id=ENV_ID, entry_point="envs.dc_env:CarbonAwareDCEnv")
+    gym.register(
+        id=ENV_ID,
+        entry_point="envs.dc_env:CarbonAwareDCEnv",
+        vector_entry_point="envs.vector:CarbonAwareDCVectorEnv",
+    )
 if FLAT_ENV_ID not in gym.registry:
-    gym.register(id=FLAT_ENV_ID, entry_point="envs.wrappers:make_flat_env")
+    gym.register(
+        id=FLAT_ENV_ID,
+        entry_point="envs.wrappers:make_flat_env",
+        vector_entry_point="envs.vector_flat:make_flat_vector_env",
+    )
 
 __all__ = [
     "ENV_ID",

@@ -1,0 +1,259 @@
+"""One period of MODEL.md §7 for a batch of lanes: the functions of :mod:`envs.dynamics` over arrays.
+
+Each function here is the batched twin of the function of the same name in ``envs/dynamics.py``
+(same arguments, one more axis: the lane axis ``N``, **last**). Per-site values are (S, N),
+per-class (K, N), per-slot (J, N), routing (K, S, N), the start mask (S+1, J, N). The single env's
+functions work on floats per site because that is fastest for one lane; these work on whole arrays
+with no Python loop over lanes or sites. They are one model with the single env's: every
+expression is the same, in the same order, and ``tests/test_vector_env.py`` checks every lane
+against the single env.
+
+Why lanes last: a sum over sites, classes or slots is then a reduction over a leading axis, which
+numpy runs as whole-row additions (fast for any N, where a reduction over a trailing axis of 3
+runs a tiny loop per lane), and which adds left to right, as the single env's Python sums do, so
+that the results agree to the last bit (numpy's pairwise sum over a trailing axis of 8 or more
+values would add in another order).
+
+Units: power MW, energy MWh, GPUs, money USD, emissions tCO2, ``dt_h`` hours per period, (N,).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from envs.dynamics import SiteFlows
+
+
+def place_starts(
+    requested_site: np.ndarray, allowed: np.ndarray, gpus: np.ndarray, free_gpus: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Place the requested job starts of every lane in slot order (``dynamics.place_starts``).
+
+    ``requested_site`` (J, N) int: 0 hold, 1+s start at site s; ``allowed`` (S+1, J, N) the action
+    mask; ``gpus`` (J, N); ``free_gpus`` (S, N). A start is placed iff allowed and it still fits
+    after the starts of earlier slots of its lane. GPU counts are whole numbers, so the prefix sums
+    below are exact and equal the single env's sequential subtraction.
+
+    The greedy order is resolved in rounds: assume every allowed request is placed; in each lane the
+    first request that then does not fit is certainly ignored (all earlier ones fit); drop it and
+    repeat. Rounds = the largest number of ignored requests in one lane, plus one.
+
+    Returns ``(placed, site, ignored, free_after)``: (J, N) bool, (J, N) int site (-1: none),
+    (J, N) bool and (S, N) GPUs left free.
+    """
+    n_choices = allowed.shape[0]
+    S, N = n_choices - 1, allowed.shape[2]
+    valid = (requested_site > 0) & (requested_site < n_choices)
+    choice = np.where(valid, requested_site, 0)
+    cand = valid & np.take_along_axis(allowed, choice[None], axis=0)[0]
+    site = np.where(cand, choice - 1, -1)
+    j_i, n_i = np.nonzero(cand)
+    if not n_i.size:
+        return cand, site, requested_site != 0, free_gpus
+    # GPUs asked per (site, lane) if every allowed start were placed; where that fits, all are placed
+    # (each fits alone: the mask checked it), so only lanes over capacity need the greedy rounds.
+    cell = site[j_i, n_i] * N + n_i
+    wanted = np.bincount(cell, weights=gpus[j_i, n_i], minlength=S * N).reshape(S, N)
+    over = np.flatnonzero((wanted > free_gpus).any(axis=0))
+    if over.size:
+        sub = cand[:, over]
+        sub_site = np.maximum(site[:, over], 0)
+        sub_gpus = gpus[:, over]
+        onehot = sub_site[:, None, :] == np.arange(S)[None, :, None]
+        free_at = np.take_along_axis(free_gpus[:, over], sub_site, axis=0)
+        while True:
+            use = np.where(sub[:, None, :] & onehot, sub_gpus[:, None, :], 0.0)
+            before = np.cumsum(use, axis=0) - use
+            before_at = np.take_along_axis(before, sub_site[:, None, :], axis=1)[:, 0, :]
+            bad = sub & (sub_gpus > free_at - before_at)
+            if not bad.any():
+                break
+            lanes = np.flatnonzero(bad.any(axis=0))
+            sub[bad[:, lanes].argmax(axis=0), lanes] = False
+        cand[:, over] = sub
+        site = np.where(cand, site, -1)
+        j_i, n_i = np.nonzero(cand)
+        cell = site[j_i, n_i] * N + n_i
+    used = np.bincount(cell, weights=gpus[j_i, n_i], minlength=S * N).reshape(S, N)
+    return cand, site, (requested_site != 0) & ~cand, free_gpus - used
+
+
+def repair_routes(
+    route: np.ndarray, routes: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Routing fractions (K, S, N) made valid (``dynamics.repair_routes``): clipped to [0, 1], zero off
+    the routes, a class summing above 1 scaled to 1. Returns ``(fractions, clipped, removed, scaled)``,
+    the three repair amounts (N,) (totals of fraction changed, dimensionless)."""
+    K, S, N = route.shape
+    frac = np.minimum(np.maximum(route, 0.0), 1.0)
+    clipped = np.add.reduce(np.abs(frac - route).reshape(K * S, N), axis=0)
+    on_route = frac * routes
+    total = np.add.reduce(on_route, axis=1)
+    removed = np.add.reduce(frac.reshape(K * S, N), axis=0) - np.add.reduce(total, axis=0)
+    scaled = np.add.reduce(np.where(total > 1.0, total - 1.0, 0.0), axis=0)
+    # Dividing by 1.0 leaves the other classes bit-for-bit unchanged (as in the single env).
+    on_route /= np.maximum(total, 1.0)[:, None, :]
+    return on_route, clipped, removed, scaled
+
+
+def serve_within_capacity(
+    fractions: np.ndarray, demand_gpus: np.ndarray, free_gpus: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """GPUs served (K, S, N) = fractions · demand, cut proportionally where a site is full
+    (``dynamics.serve_within_capacity``). Returns ``(serve_gpus, site_gpus (S, N), cut_gpus (N,))``."""
+    serve = fractions * demand_gpus[:, None, :]
+    wanted = np.add.reduce(serve, axis=0)
+    over = wanted > free_gpus
+    factor = np.where(over, np.maximum(free_gpus, 0.0) / np.where(over, wanted, 1.0), 1.0)
+    serve = serve * factor
+    site = np.add.reduce(serve, axis=0)
+    return serve, site, np.add.reduce(wanted - site, axis=0)
+
+
+def battery_power(
+    battery: np.ndarray,
+    soc_mwh: np.ndarray,
+    charge_limit_mw: np.ndarray,
+    discharge_limit_mw: np.ndarray,
+    soc_min_mwh: np.ndarray,
+    soc_max_mwh: np.ndarray,
+    eta_charge: np.ndarray,
+    eta_discharge: np.ndarray,
+    dt_h: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Set points (S, N) in [-1, 1] to SoC-feasible ``(charge_mw, discharge_mw, clipped_mw)``
+    (``dynamics.battery_power``)."""
+    want_c = np.where(battery > 0.0, np.minimum(battery, 1.0) * charge_limit_mw, 0.0)
+    charge = np.minimum(want_c, np.maximum((soc_max_mwh - soc_mwh) / (eta_charge * dt_h), 0.0))
+    want_d = np.where(battery < 0.0, np.minimum(-battery, 1.0) * discharge_limit_mw, 0.0)
+    discharge = np.minimum(want_d, np.maximum((soc_mwh - soc_min_mwh) * eta_discharge / dt_h, 0.0))
+    return charge, discharge, (want_c - charge) + (want_d - discharge)
+
+
+def generator_power(generator: np.ndarray, gen_capacity_mw: np.ndarray) -> np.ndarray:
+    """Set points (S, N) clipped to [0, 1] times the capacity, MW."""
+    return np.minimum(np.maximum(generator, 0.0), 1.0) * gen_capacity_mw
+
+
+def soc_next(
+    soc_mwh: np.ndarray,
+    charge_mw: np.ndarray,
+    discharge_mw: np.ndarray,
+    eta_charge: np.ndarray,
+    eta_discharge: np.ndarray,
+    soc_min_mwh: np.ndarray,
+    soc_max_mwh: np.ndarray,
+    dt_h: np.ndarray,
+) -> np.ndarray:
+    """State of charge at the end of the period (S, N), MWh (``dynamics.soc_next``)."""
+    soc = soc_mwh + (eta_charge * charge_mw - discharge_mw / eta_discharge) * dt_h
+    return np.minimum(np.maximum(soc, soc_min_mwh), soc_max_mwh)
+
+
+def complete_power(
+    fixed_it_mw: np.ndarray,
+    inference_gpus: np.ndarray,
+    gpu_mw: np.ndarray,
+    cooling: np.ndarray,
+    renewable_mw: np.ndarray,
+    charge_mw: np.ndarray,
+    discharge_mw: np.ndarray,
+    gen_mw: np.ndarray,
+    gen_capacity_mw: np.ndarray,
+    import_limit_mw: np.ndarray,
+    export_cap_mw: np.ndarray,
+) -> SiteFlows:
+    """Every site's power balance (S, N) completed as the MILP would (``dynamics.complete_power``:
+    renewables first, deficit imported, surplus exported then curtailed, then the two cascades).
+
+    Both branches are computed for every site and selected with masks; in each branch the amounts
+    of the other are exact zeros, so ``x - 0.0`` and ``x + 0.0`` leave the single env's values."""
+    k1 = 1.0 + cooling
+    inference_it = inference_gpus * gpu_mw
+    load = k1 * (fixed_it_mw + inference_it)
+    net = load + charge_mw - discharge_mw - gen_mw - renewable_mw
+    deficit = net >= 0.0
+    excess = np.where(deficit, net - import_limit_mw, 0.0)
+    over = excess > 0.0
+    excess = np.where(over, excess, 0.0)
+    charge_cut = np.minimum(charge_mw, excess)
+    excess = excess - charge_cut
+    gen_raised = np.minimum(np.maximum(gen_capacity_mw - gen_mw, 0.0), excess)
+    excess = excess - gen_raised
+    shed_it = np.minimum(inference_it, excess / k1)
+    lost = np.maximum(excess - shed_it * k1, 0.0)
+    has_inf = inference_it > 0.0
+    keep = np.where(has_inf, 1.0 - shed_it / np.where(has_inf, inference_it, 1.0), 1.0)
+    has_gpu = gpu_mw > 0.0
+    shed_gpus = np.where(has_gpu, shed_it / np.where(has_gpu, gpu_mw, 1.0), 0.0)
+    surplus = np.where(deficit, 0.0, -net)
+    grid_export = np.minimum(surplus, export_cap_mw)
+    rest = surplus - grid_export
+    curtailed = np.minimum(rest, renewable_mw)
+    rest = rest - curtailed
+    cut = rest > 0.0
+    discharge_cut = np.where(cut, np.minimum(discharge_mw, rest), 0.0)
+    gen_cut = np.where(cut, np.minimum(gen_mw, rest - discharge_cut), 0.0)
+    return SiteFlows(
+        load_mw=load - shed_it * k1,
+        grid_import_mw=np.where(deficit, np.where(over, import_limit_mw, net), 0.0),
+        grid_export_mw=grid_export,
+        renewable_used_mw=renewable_mw - curtailed,
+        curtailed_mw=curtailed,
+        gen_mw=gen_mw + gen_raised - gen_cut,
+        charge_mw=charge_mw - charge_cut,
+        discharge_mw=discharge_mw - discharge_cut,
+        lost_load_mw=lost,
+        keep=keep,
+        discharge_cut_mw=discharge_cut,
+        gen_cut_mw=gen_cut,
+        charge_cut_mw=charge_cut,
+        gen_raised_mw=gen_raised,
+        shed_gpus=shed_gpus,
+    )
+
+
+def carbon_overrun_t(
+    emissions_before_t: np.ndarray, emissions_now_t: np.ndarray, budget_t: np.ndarray
+) -> np.ndarray:
+    """Emissions of this period above the budget (N,), tCO2; ``budget_t`` NaN = no budget."""
+    after = emissions_before_t + emissions_now_t
+    overrun = np.maximum(0.0, after - budget_t) - np.maximum(0.0, emissions_before_t - budget_t)
+    return np.where(np.isnan(budget_t), 0.0, overrun)
+
+
+def site_energy_terms(
+    flows: SiteFlows,
+    price_import: np.ndarray,
+    price_export: np.ndarray,
+    gen_cost_usd_per_mwh: np.ndarray,
+    degradation_usd_per_mwh: np.ndarray,
+    carbon_intensity: np.ndarray,
+    gen_emissions_t_per_mwh: np.ndarray,
+    dt_h: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-site energy terms (S, N) (``dynamics.site_energy_terms``): export revenue, import cost,
+    generator cost, degradation cost (USD, costs negative) and emissions (tCO2)."""
+    return (
+        price_export * flows.grid_export_mw * dt_h,
+        -price_import * flows.grid_import_mw * dt_h,
+        -gen_cost_usd_per_mwh * flows.gen_mw * dt_h,
+        -degradation_usd_per_mwh * (flows.charge_mw + flows.discharge_mw) * dt_h,
+        (carbon_intensity * flows.grid_import_mw + gen_emissions_t_per_mwh * flows.gen_mw) * dt_h,
+    )
+
+
+def inference_terms(
+    serve_gpus: np.ndarray,
+    demand_gpus: np.ndarray,
+    revenue_usd_per_gpu_h: np.ndarray,
+    unserved_penalty_usd_per_gpu_h: np.ndarray,
+    dt_h: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(inference_revenue_usd (N,), unserved_penalty_usd (N,), unserved_gpus (K, N))`` from the GPUs
+    served (K, S, N) and demanded (K, N) (``dynamics.inference_terms``)."""
+    served = np.add.reduce(serve_gpus, axis=1)
+    unserved = np.maximum(demand_gpus - served, 0.0)
+    revenue = np.add.reduce(revenue_usd_per_gpu_h * served, axis=0)
+    penalty = np.add.reduce(unserved_penalty_usd_per_gpu_h * unserved, axis=0)
+    return revenue * dt_h, -penalty * dt_h, unserved
