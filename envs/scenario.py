@@ -7,23 +7,81 @@ start windows) are cached properties computed from the stored fields, never stor
 
 Units: power MW, energy MWh, money USD, emissions tCO2, time in periods of ``dt_h`` hours,
 latency ms. Every field name carries its unit.
+
+The magnitude bounds (``MAX_*``, ``DT_H_RANGE``, ``SERIES_RANGE``), :class:`ScenarioError` and the
+field checkers live in :mod:`envs.contract` and are re-exported here.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
-import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 
 from envs.atomic import atomic_write_text
+from envs.contract import (
+    DT_H_RANGE,
+    MAX_CARBON_BUDGET_T,
+    MAX_CARBON_PRICE_USD_PER_T,
+    MAX_COOLING,
+    MAX_ENERGY_MWH,
+    MAX_GPU_POWER_KW,
+    MAX_GPUS,
+    MAX_INTENSITY_T_PER_MWH,
+    MAX_JOB_VALUE_USD,
+    MAX_LATENCY_MS,
+    MAX_POWER_MW,
+    MAX_PRICE_USD_PER_MWH,
+    MAX_T,
+    MAX_USD_PER_GPU_H,
+    REAL_TYPES,
+    SERIES_RANGE,
+    ScenarioError,
+    check_flag,
+    check_keys,
+    check_list,
+    check_name,
+    check_number,
+    fail,
+    field_names,
+    set_fields,
+    type_name,
+)
+
+__all__ = [
+    "DT_H_RANGE",
+    "MAX_CARBON_BUDGET_T",
+    "MAX_CARBON_PRICE_USD_PER_T",
+    "MAX_COOLING",
+    "MAX_ENERGY_MWH",
+    "MAX_GPUS",
+    "MAX_GPU_POWER_KW",
+    "MAX_INTENSITY_T_PER_MWH",
+    "MAX_JOB_VALUE_USD",
+    "MAX_LATENCY_MS",
+    "MAX_POWER_MW",
+    "MAX_PRICE_USD_PER_MWH",
+    "MAX_T",
+    "MAX_USD_PER_GPU_H",
+    "NONNEGATIVE_SERIES",
+    "OBJECTIVE_TERMS",
+    "SERIES_CLASS",
+    "SERIES_RANGE",
+    "SERIES_SITE",
+    "TOP_LEVEL_KEYS",
+    "InferenceClass",
+    "OperatingState",
+    "Scenario",
+    "ScenarioError",
+    "Site",
+    "TrainingJob",
+]
 
 SERIES_SITE = ("cooling", "renewable_mw", "price_import", "price_export", "carbon_intensity")
 """Exogenous series of shape (S, T), in JSON order."""
@@ -47,173 +105,6 @@ NONNEGATIVE_SERIES = ("cooling", "renewable_mw", "carbon_intensity", "demand_gpu
 TOP_LEVEL_KEYS = ("name", "T", "dt_h", "sites", "jobs", "classes", "series")
 """Required keys of the scenario JSON object (``carbon_budget_t`` and ``carbon_price_usd_per_t``
 are optional: no cap, price 0)."""
-
-
-class ScenarioError(ValueError):
-    """A scenario field is malformed; the message starts with the field's full path.
-
-    Paths are JSON paths: ``T``, ``sites[0].eta_charge``, ``jobs[3].duration``,
-    ``classes[1].latency_ms[0]``, ``series.price_import[2][17]`` (``price_import[2][17]`` when the
-    scenario is built in Python rather than loaded from JSON).
-    """
-
-
-# Magnitude bounds (docs/model.md, "Scenario contract"): every value the env and the MILP read lies in
-# these closed ranges, so that no coefficient, bound or product reaches HiGHS's infinity (1e20) or
-# its large-matrix-value limit (1e15), and the env's float64 arithmetic stays exact to the cent.
-MAX_POWER_MW = 1e5
-"""Any power field or series, MW (100 GW: ten times the largest power plant)."""
-MAX_ENERGY_MWH = 1e6
-"""Battery energy capacity, MWh (``MAX_POWER_MW`` for 10 h)."""
-MAX_PRICE_USD_PER_MWH = 1e5
-"""|price| of grid energy and generation/degradation cost, USD/MWh (market caps are <= 2e4)."""
-MAX_INTENSITY_T_PER_MWH = 10.0
-"""Carbon intensity of imports and generators, tCO2/MWh (lignite is about 1.2)."""
-MAX_COOLING = 10.0
-"""Cooling MW per IT MW, i.e. PUE <= 11 (real PUEs are 1.05-2)."""
-MAX_GPUS = 10_000_000
-"""GPU counts: a site's capacity, a job's GPUs, an inference class's demand."""
-MAX_GPU_POWER_KW = 100.0
-"""kW per busy GPU (an H100 server draws about 1.4 kW per GPU including its share of the host)."""
-MAX_USD_PER_GPU_H = 1e3
-"""Inference revenue and unserved penalty, USD per GPU-hour (cloud list prices are 1-10)."""
-MAX_JOB_VALUE_USD = 1e9
-"""A training job's value, USD."""
-MAX_LATENCY_MS = 1e6
-"""Latencies and SLOs, ms."""
-MAX_T = 100_000
-"""Periods (more than a year of 15-minute periods)."""
-DT_H_RANGE = (1.0 / 60.0, 24.0)
-"""Period length, h: one minute to one day."""
-MAX_CARBON_BUDGET_T = 1e9
-"""Carbon budget, tCO2."""
-MAX_CARBON_PRICE_USD_PER_T = 1e4
-"""Carbon price, USD/tCO2."""
-
-SERIES_RANGE = {
-    "cooling": (0.0, MAX_COOLING),
-    "renewable_mw": (0.0, MAX_POWER_MW),
-    "price_import": (-MAX_PRICE_USD_PER_MWH, MAX_PRICE_USD_PER_MWH),
-    "price_export": (-MAX_PRICE_USD_PER_MWH, MAX_PRICE_USD_PER_MWH),
-    "carbon_intensity": (0.0, MAX_INTENSITY_T_PER_MWH),
-    "demand_gpus": (0.0, float(MAX_GPUS)),
-}
-"""Closed range of every value of each series."""
-
-_REAL = (int, float, np.integer, np.floating)
-
-
-def _fail(field_name: str, problem: str, value: Any) -> NoReturn:
-    raise ScenarioError(f"{field_name}: {problem} (got {_show(value)})")
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _type_name(value: Any) -> str:
-    """JSON's name for a Python value's type (what a JSON author wrote)."""
-    if value is None:
-        return "null"
-    if isinstance(value, (bool, np.bool_)):
-        return "a boolean"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, _REAL):
-        return "a number"
-    if isinstance(value, Mapping):
-        return "an object"
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return "a list"
-    return f"a {type(value).__name__}"
-
-
-def _check_number(
-    name: str,
-    value: Any,
-    *,
-    minimum: float | None = None,
-    positive: bool = False,
-    maximum: float | None = None,
-    integer: bool = False,
-) -> float | int:
-    """Return ``value`` as a plain float (an int if ``integer``) after checking type, then range.
-
-    Type first: a real number, never a bool or a numeric string. ``integer`` fields accept whole
-    numbers of either JSON kind (``12`` and ``12.0`` both mean 12; ``12.5`` is refused). Then: finite,
-    ``> 0`` if ``positive``, within ``minimum``..``maximum`` (closed).
-    """
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, _REAL):
-        _fail(name, f"must be a number, not {_type_name(value)}", value)
-    x = float(value)
-    if not math.isfinite(x):
-        _fail(name, "must be finite", value)
-    if integer and x != math.floor(x):
-        _fail(name, "must be a whole number", value)
-    if positive and not x > 0:
-        _fail(name, "must be > 0", value)
-    if minimum is not None and x < minimum:
-        _fail(name, f"must be >= {minimum:g}", value)
-    if maximum is not None and x > maximum:
-        _fail(name, f"must be <= {maximum:g}", value)
-    return int(x) if integer else x
-
-
-def _check_flag(name: str, value: Any) -> bool:
-    """A JSON boolean (``true``/``false``); strings such as ``"false"``, numbers and lists are refused."""
-    if not isinstance(value, (bool, np.bool_)):
-        _fail(name, f"must be true or false (a JSON boolean), not {_type_name(value)}", value)
-    return bool(value)
-
-
-def _check_name(name: str, value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        _fail(name, f"must be a non-empty string, not {_type_name(value)}", value)
-    return value
-
-
-def _check_list(name: str, value: Any) -> list[Any]:
-    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, (list, tuple, np.ndarray)):
-        _fail(name, f"must be a list, not {_type_name(value)}", value)
-    return list(value)
-
-
-def _check_keys(where: str, data: Any, required: Iterable[str], optional: Iterable[str] = ()) -> None:
-    """``data`` is a JSON object with every ``required`` key and no key outside ``required | optional``.
-
-    An unknown key names the closest valid one (``difflib``), so a typo such as ``carbon_budget`` for
-    ``carbon_budget_t`` is an error instead of a silently ignored field.
-    """
-    label = where or "scenario"
-    if not isinstance(data, Mapping):
-        _fail(label, f"must be a JSON object, not {_type_name(data)}", data)
-    required = list(required)
-    valid = required + list(optional)
-    prefix = f"{where}." if where else ""
-    for key in data:
-        if key not in valid:
-            close = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.6)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; valid fields: {', '.join(valid)}"
-            raise ScenarioError(f"{prefix}{key}: unknown field{hint}")
-    for key in required:
-        if key not in data:
-            raise ScenarioError(f"{prefix}{key}: missing field")
-
-
-def _field_names(cls: type) -> tuple[list[str], list[str]]:
-    """(required, optional) dataclass field names of ``cls``."""
-    required, optional = [], []
-    for f in dataclasses.fields(cls):
-        has_default = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
-        (optional if has_default else required).append(f.name)
-    return required, optional
-
-
-def _set(obj: Any, **values: Any) -> None:
-    """Store normalised values on a frozen instance (only during validation)."""
-    for key, value in values.items():
-        object.__setattr__(obj, key, value)
 
 
 @dataclass(frozen=True)
@@ -248,10 +139,10 @@ class Site:
     def validate(self, where: str) -> None:
         """Check types, then signs, magnitudes (``MAX_*``), efficiencies in (0, 1] and ordered SoC
         bounds; ``where`` prefixes the field names. Numbers are stored as plain float/int."""
-        _set(self, name=_check_name(f"{where}.name", self.name))
-        _set(
+        set_fields(self, name=check_name(f"{where}.name", self.name))
+        set_fields(
             self,
-            gpu_capacity=_check_number(
+            gpu_capacity=check_number(
                 f"{where}.gpu_capacity", self.gpu_capacity, minimum=0, maximum=MAX_GPUS, integer=True
             ),
         )
@@ -269,22 +160,22 @@ class Site:
             "export_limit_mw": MAX_POWER_MW,
         }
         for name, top in limits.items():
-            _set(
+            set_fields(
                 self,
-                **{name: _check_number(f"{where}.{name}", getattr(self, name), minimum=0.0, maximum=top)},
+                **{name: check_number(f"{where}.{name}", getattr(self, name), minimum=0.0, maximum=top)},
             )
         for name in ("eta_charge", "eta_discharge"):
-            value = _check_number(f"{where}.{name}", getattr(self, name), maximum=1.0)
+            value = check_number(f"{where}.{name}", getattr(self, name), maximum=1.0)
             if not value > 0:
-                _fail(f"{where}.{name}", "efficiency must be in (0, 1]", value)
-            _set(self, **{name: value})
+                fail(f"{where}.{name}", "efficiency must be in (0, 1]", value)
+            set_fields(self, **{name: value})
         for name in ("soc_min_frac", "soc_max_frac", "soc_init_frac"):
-            _set(
+            set_fields(
                 self,
-                **{name: _check_number(f"{where}.{name}", getattr(self, name), minimum=0.0, maximum=1.0)},
+                **{name: check_number(f"{where}.{name}", getattr(self, name), minimum=0.0, maximum=1.0)},
             )
         if not self.soc_min_frac <= self.soc_init_frac <= self.soc_max_frac:
-            _fail(
+            fail(
                 f"{where}.soc_init_frac",
                 "SoC bounds out of order: need soc_min_frac <= soc_init_frac <= soc_max_frac",
                 (self.soc_min_frac, self.soc_init_frac, self.soc_max_frac),
@@ -333,34 +224,34 @@ class TrainingJob:
     def validate(self, where: str, n_sites: int, horizon: int) -> None:
         """Check types (whole numbers, JSON booleans), magnitudes and the window; ``where`` prefixes
         the field names. Whole-number floats (``12.0``) are stored as ints."""
-        _set(self, name=_check_name(f"{where}.name", self.name))
-        _set(
+        set_fields(self, name=check_name(f"{where}.name", self.name))
+        set_fields(
             self,
-            gpus=_check_number(f"{where}.gpus", self.gpus, positive=True, maximum=MAX_GPUS, integer=True),
-            duration=_check_number(f"{where}.duration", self.duration, positive=True, integer=True),
-            release=_check_number(f"{where}.release", self.release, minimum=0, integer=True),
-            deadline=_check_number(f"{where}.deadline", self.deadline, minimum=0, integer=True),
-            value_usd=_check_number(
+            gpus=check_number(f"{where}.gpus", self.gpus, positive=True, maximum=MAX_GPUS, integer=True),
+            duration=check_number(f"{where}.duration", self.duration, positive=True, integer=True),
+            release=check_number(f"{where}.release", self.release, minimum=0, integer=True),
+            deadline=check_number(f"{where}.deadline", self.deadline, minimum=0, integer=True),
+            value_usd=check_number(
                 f"{where}.value_usd", self.value_usd, minimum=0.0, maximum=MAX_JOB_VALUE_USD
             ),
-            mandatory=_check_flag(f"{where}.mandatory", self.mandatory),
+            mandatory=check_flag(f"{where}.mandatory", self.mandatory),
         )
-        flags = _check_list(f"{where}.eligible", self.eligible)
-        _set(self, eligible=tuple(_check_flag(f"{where}.eligible[{s}]", e) for s, e in enumerate(flags)))
+        flags = check_list(f"{where}.eligible", self.eligible)
+        set_fields(self, eligible=tuple(check_flag(f"{where}.eligible[{s}]", e) for s, e in enumerate(flags)))
         if self.release >= self.deadline:
-            _fail(f"{where}.release", f"release must be before deadline {self.deadline}", self.release)
+            fail(f"{where}.release", f"release must be before deadline {self.deadline}", self.release)
         if self.deadline > horizon:
-            _fail(f"{where}.deadline", f"deadline beyond the horizon T={horizon}", self.deadline)
+            fail(f"{where}.deadline", f"deadline beyond the horizon T={horizon}", self.deadline)
         if self.release + self.duration > self.deadline:
-            _fail(
+            fail(
                 f"{where}.duration",
                 f"longer than the window release={self.release}..deadline={self.deadline}",
                 self.duration,
             )
         if len(self.eligible) != n_sites:
-            _fail(f"{where}.eligible", f"needs one flag per site ({n_sites})", self.eligible)
+            fail(f"{where}.eligible", f"needs one flag per site ({n_sites})", self.eligible)
         if not any(self.eligible):
-            _fail(f"{where}.eligible", "no eligible site", self.eligible)
+            fail(f"{where}.eligible", "no eligible site", self.eligible)
 
 
 @dataclass(frozen=True)
@@ -383,22 +274,22 @@ class InferenceClass:
 
     def validate(self, where: str, n_sites: int) -> None:
         """Check types and magnitudes; ``where`` prefixes the field names."""
-        _set(self, name=_check_name(f"{where}.name", self.name))
+        set_fields(self, name=check_name(f"{where}.name", self.name))
         for name in ("revenue_usd_per_gpu_h", "unserved_penalty_usd_per_gpu_h"):
-            value = _check_number(
+            value = check_number(
                 f"{where}.{name}", getattr(self, name), minimum=0.0, maximum=MAX_USD_PER_GPU_H
             )
-            _set(self, **{name: value})
-        _set(
-            self, slo_ms=_check_number(f"{where}.slo_ms", self.slo_ms, positive=True, maximum=MAX_LATENCY_MS)
+            set_fields(self, **{name: value})
+        set_fields(
+            self, slo_ms=check_number(f"{where}.slo_ms", self.slo_ms, positive=True, maximum=MAX_LATENCY_MS)
         )
-        latency = _check_list(f"{where}.latency_ms", self.latency_ms)
+        latency = check_list(f"{where}.latency_ms", self.latency_ms)
         if len(latency) != n_sites:
-            _fail(f"{where}.latency_ms", f"needs one latency per site ({n_sites})", self.latency_ms)
-        _set(
+            fail(f"{where}.latency_ms", f"needs one latency per site ({n_sites})", self.latency_ms)
+        set_fields(
             self,
             latency_ms=tuple(
-                _check_number(f"{where}.latency_ms[{s}]", lat, minimum=0.0, maximum=MAX_LATENCY_MS)
+                check_number(f"{where}.latency_ms[{s}]", lat, minimum=0.0, maximum=MAX_LATENCY_MS)
                 for s, lat in enumerate(latency)
             ),
         )
@@ -453,18 +344,18 @@ class Scenario:
         """The scenario contract (docs/model.md, "Scenario contract"): container types, then each
         field's type, then its value and magnitude; the first violation raises a ScenarioError whose
         message starts with the field's path."""
-        _set(self, name=_check_name("name", self.name))
+        set_fields(self, name=check_name("name", self.name))
         for name in ("sites", "jobs", "classes"):
-            _set(self, **{name: tuple(_check_list(name, getattr(self, name)))})
-        _set(self, T=_check_number("T", self.T, positive=True, maximum=MAX_T, integer=True))
-        _set(self, dt_h=_check_number("dt_h", self.dt_h, minimum=DT_H_RANGE[0], maximum=DT_H_RANGE[1]))
+            set_fields(self, **{name: tuple(check_list(name, getattr(self, name)))})
+        set_fields(self, T=check_number("T", self.T, positive=True, maximum=MAX_T, integer=True))
+        set_fields(self, dt_h=check_number("dt_h", self.dt_h, minimum=DT_H_RANGE[0], maximum=DT_H_RANGE[1]))
         if not self.sites:
-            _fail("sites", "at least one site is needed", self.sites)
+            fail("sites", "at least one site is needed", self.sites)
         for name in ("sites", "jobs", "classes"):
             for i, item in enumerate(getattr(self, name)):
                 expected = {"sites": Site, "jobs": TrainingJob, "classes": InferenceClass}[name]
                 if not isinstance(item, expected):
-                    _fail(f"{name}[{i}]", f"must be a {expected.__name__}", type(item).__name__)
+                    fail(f"{name}[{i}]", f"must be a {expected.__name__}", type(item).__name__)
         for s, site in enumerate(self.sites):
             site.validate(f"sites[{s}]")
         for j, job in enumerate(self.jobs):
@@ -474,22 +365,22 @@ class Scenario:
         for attr in ("sites", "jobs", "classes"):
             names = [item.name for item in getattr(self, attr)]
             if len(set(names)) != len(names):
-                _fail(f"{attr}[].name", "names must be unique", names)
+                fail(f"{attr}[].name", "names must be unique", names)
         for name in SERIES_SITE + SERIES_CLASS:
             rows = self.S if name in SERIES_SITE else self.K
-            _set(self, **{name: self._validated_series(name, getattr(self, name), rows)})
+            set_fields(self, **{name: self._validated_series(name, getattr(self, name), rows)})
         if self.carbon_budget_t is not None:
-            budget = _check_number(
+            budget = check_number(
                 "carbon_budget_t", self.carbon_budget_t, minimum=0.0, maximum=MAX_CARBON_BUDGET_T
             )
-            _set(self, carbon_budget_t=budget)
-        price = _check_number(
+            set_fields(self, carbon_budget_t=budget)
+        price = check_number(
             "carbon_price_usd_per_t",
             self.carbon_price_usd_per_t,
             minimum=0.0,
             maximum=MAX_CARBON_PRICE_USD_PER_T,
         )
-        _set(self, carbon_price_usd_per_t=price)
+        set_fields(self, carbon_price_usd_per_t=price)
 
     def _validated_series(self, name: str, value: Any, rows: int) -> np.ndarray:
         """A read-only (rows, T) float64 copy of one series after type, shape and range checks.
@@ -501,30 +392,30 @@ class Scenario:
         if isinstance(value, np.ndarray) and value.dtype.kind in "iuf":
             arr = np.array(value, dtype=np.float64)
         elif isinstance(value, np.ndarray) and value.dtype.kind != "O":
-            _fail(name, f"must hold real numbers (got an array of dtype {value.dtype})", value.dtype)
+            fail(name, f"must hold real numbers (got an array of dtype {value.dtype})", value.dtype)
         else:
-            table = _check_list(name, value)
+            table = check_list(name, value)
             if len(table) != rows:
-                _fail(name, f"wrong shape, expected ({rows}, {self.T})", f"{len(table)} rows")
+                fail(name, f"wrong shape, expected ({rows}, {self.T})", f"{len(table)} rows")
             for r, row in enumerate(table):
-                cells = _check_list(f"{name}[{r}]", row)
+                cells = check_list(f"{name}[{r}]", row)
                 if len(cells) != self.T:
-                    _fail(f"{name}[{r}]", f"wrong length, expected {self.T} periods", f"{len(cells)} values")
+                    fail(f"{name}[{r}]", f"wrong length, expected {self.T} periods", f"{len(cells)} values")
                 for t, x in enumerate(cells):
-                    if isinstance(x, (bool, np.bool_)) or not isinstance(x, _REAL):
-                        _fail(f"{name}[{r}][{t}]", f"must be a number, not {_type_name(x)}", x)
+                    if isinstance(x, (bool, np.bool_)) or not isinstance(x, REAL_TYPES):
+                        fail(f"{name}[{r}][{t}]", f"must be a number, not {type_name(x)}", x)
             arr = np.array(table, dtype=np.float64)
         if arr.shape != (rows, self.T):
-            _fail(name, f"wrong shape, expected ({rows}, {self.T})", arr.shape)
+            fail(name, f"wrong shape, expected ({rows}, {self.T})", arr.shape)
         bad = np.argwhere(~np.isfinite(arr))
         if bad.size:
             r, t = bad[0]
-            _fail(f"{name}[{r}][{t}]", "must be finite (NaN or inf found)", float(arr[r, t]))
+            fail(f"{name}[{r}][{t}]", "must be finite (NaN or inf found)", float(arr[r, t]))
         lo, hi = SERIES_RANGE[name]
         out = np.argwhere((arr < lo) | (arr > hi))
         if out.size:
             r, t = out[0]
-            _fail(f"{name}[{r}][{t}]", f"must be in [{lo:g}, {hi:g}]", float(arr[r, t]))
+            fail(f"{name}[{r}][{t}]", f"must be in [{lo:g}, {hi:g}]", float(arr[r, t]))
         arr.flags.writeable = False
         return arr
 
@@ -638,22 +529,22 @@ class Scenario:
         missing and no unknown keys, with the closest valid name suggested), then the constructor
         checks every value; errors name JSON paths (``series.price_import[0][3]``).
         """
-        site_keys, _ = _field_names(Site)
-        job_keys, job_optional = _field_names(TrainingJob)
-        class_keys, _ = _field_names(InferenceClass)
-        _check_keys("", data, TOP_LEVEL_KEYS, ("carbon_budget_t", "carbon_price_usd_per_t"))
+        site_keys, _ = field_names(Site)
+        job_keys, job_optional = field_names(TrainingJob)
+        class_keys, _ = field_names(InferenceClass)
+        check_keys("", data, TOP_LEVEL_KEYS, ("carbon_budget_t", "carbon_price_usd_per_t"))
         sections = {}
         for section, keys, optional, kind in (
             ("sites", site_keys, (), Site),
             ("jobs", job_keys, job_optional, TrainingJob),
             ("classes", class_keys, (), InferenceClass),
         ):
-            entries = _check_list(section, data[section])
+            entries = check_list(section, data[section])
             for i, entry in enumerate(entries):
-                _check_keys(f"{section}[{i}]", entry, keys, optional)
+                check_keys(f"{section}[{i}]", entry, keys, optional)
             sections[section] = tuple(kind(**entry) for entry in entries)
         series = data["series"]
-        _check_keys("series", series, SERIES_SITE + SERIES_CLASS)
+        check_keys("series", series, SERIES_SITE + SERIES_CLASS)
         try:
             return cls(
                 name=data["name"],
