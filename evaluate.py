@@ -32,7 +32,7 @@ from agents.evaluation import (
     print_table,
     write_report,
 )
-from agents.loading import add_loading_args, check_loading_args, loading_kwargs
+from agents.loading import add_loading_args, check_loading_args, check_model_shapes, loading_kwargs
 from envs import PRESETS
 from oracle.executor import add_backend_args, backend_kwargs
 
@@ -197,6 +197,13 @@ def main(argv: list[str] | None = None) -> int:
 
     model_specs = [p for p in policies if p not in POLICY_NAMES]
     check_loading_args(parser, args, model_specs)
+    if model_specs:
+        from agents.evaluation import make_env
+        from envs.presets import make_scenario
+
+        first = scenarios[0][1] if scenarios else make_scenario(args.preset, args.seeds[0])
+        where = f"scenario {scenarios[0][0]}" if scenarios else f"preset {args.preset}"
+        check_model_shapes(parser, model_specs, make_env(args.preset, first), where)
 
     # The solver prints a banner on stdout from every process (this one and the sweep's workers):
     # stdout is pointed at /dev/null while they run, and the report is written to the saved stdout.

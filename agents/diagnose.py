@@ -303,6 +303,14 @@ def main(argv: list[str] | None = None) -> int:
         args.preset = args.preset or "paper"
         args.seeds = list(range(20)) if args.seeds is None else args.seeds
         what = args.preset
+    if args.model not in POLICY_NAMES:
+        from agents.evaluation import make_env
+        from agents.loading import check_model_shapes
+        from envs.presets import make_scenario
+
+        first = scenarios[0][1] if scenarios else make_scenario(args.preset, args.seeds[0])
+        where = f"scenario {scenarios[0][0]}" if scenarios else f"preset {args.preset}"
+        check_model_shapes(parser, [args.model], make_env(args.preset, first), where)
     kw = {} if args.model in POLICY_NAMES else loading_kwargs(args)
     items = make_items(args.model, args.preset, args.seeds or [], args.time_limit, kw, scenarios)
     cache = Path(args.out) / "items"

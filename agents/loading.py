@@ -309,6 +309,39 @@ def pickled_files(spec: str) -> list[Path]:
     return []
 
 
+def model_observation_shape(spec: str | Path) -> tuple[int, ...] | None:
+    """The flat observation shape a model file was trained on, read without loading it (a policy
+    file's description, a manifest's first member, a zip's JSON ``data``); None if it does not say."""
+    path = Path(spec)
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(path.read_text())
+            if isinstance(data, dict) and isinstance(data.get("observation_shape"), list):
+                return tuple(int(x) for x in data["observation_shape"])
+            if is_manifest(path):
+                return model_observation_shape(read_manifest(path)["members"][0])
+            return None
+        shape = (_zip_data(path).get("observation_space") or {}).get("_shape")
+        return tuple(int(x) for x in shape) if isinstance(shape, list) else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # the loader reports a broken file with its own message
+
+
+def check_model_shapes(
+    parser: argparse.ArgumentParser, models: Sequence[str], env: gym.Env, where: str
+) -> None:
+    """Fail before any work (``parser.error``) when a model was trained on another observation shape
+    than ``env``'s flat one (``where`` names the preset or scenario it comes from)."""
+    wanted = FlatObsActionWrapper(env).observation_space.shape
+    for spec in models:
+        shape = model_observation_shape(spec)
+        if shape is not None and shape != wanted:
+            parser.error(
+                f"{spec}: trained on observations of shape {shape}, but {where} gives {wanted} "
+                "(another preset, scenario shape or forecast horizon)"
+            )
+
+
 def check_loading_args(
     parser: argparse.ArgumentParser, args: argparse.Namespace, models: Sequence[str]
 ) -> None:

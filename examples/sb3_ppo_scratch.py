@@ -58,6 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--eval-seeds", type=int, default=20, help="held-out seeds 0..n-1 to score on")
     parser.add_argument("--workers", type=int, default=2, help="evaluate.py workers")
     parser.add_argument("--verbose", type=int, default=0, help="SB3's training log (1: every rollout)")
+    parser.add_argument(
+        "--reward-scale",
+        type=float,
+        default=None,
+        help="reward per USD in training (default: the Flat id's, 1e-4; 1 = raw USD, to see why not)",
+    )
+    parser.add_argument("--torch-threads", type=int, default=1, help="torch CPU threads (small MLPs: 1)")
     return parser
 
 
@@ -68,8 +75,9 @@ def train(args: argparse.Namespace) -> Path:
     from stable_baselines3.common.vec_env import VecNormalize
 
     import envs
-    from agents.sb3 import load_hyperparams
+    from agents.sb3 import load_hyperparams, set_torch_threads
 
+    set_torch_threads(args.torch_threads)
     params = load_hyperparams("ppo", args.preset, "scratch")
     policy_kwargs = {"net_arch": params.pop("net_arch", [64, 64])}
     if "log_std_init" in params:
@@ -77,7 +85,10 @@ def train(args: argparse.Namespace) -> Path:
     if args.n_steps is not None:
         params["n_steps"] = args.n_steps
         params["batch_size"] = min(params.get("batch_size", 64), args.n_steps * args.n_envs)
-    venv = make_vec_env(envs.FLAT_ENV_ID, args.n_envs, seed=args.seed, env_kwargs={"preset": args.preset})
+    env_kwargs: dict[str, Any] = {"preset": args.preset}
+    if args.reward_scale is not None:
+        env_kwargs["reward_scale"] = args.reward_scale
+    venv = make_vec_env(envs.FLAT_ENV_ID, args.n_envs, seed=args.seed, env_kwargs=env_kwargs)
     if args.vecnormalize:
         venv = VecNormalize(venv, gamma=params.get("gamma", 0.99))
     model = PPO(
@@ -153,8 +164,10 @@ def score_with_evaluate_py(args: argparse.Namespace, model_path: Path) -> dict[s
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.timesteps < 1 or args.n_envs < 1 or args.eval_seeds < 1:
-        parser.error("--timesteps, --n-envs and --eval-seeds must be >= 1")
+    if args.timesteps < 1 or args.n_envs < 1 or args.eval_seeds < 1 or args.torch_threads < 1:
+        parser.error("--timesteps, --n-envs, --eval-seeds and --torch-threads must be >= 1")
+    if args.reward_scale is not None and not args.reward_scale > 0:
+        parser.error(f"--reward-scale must be > 0 (got {args.reward_scale})")
     model_path = train(args)
     scores = score_with_evaluate_policy(args, model_path)
     results = score_with_evaluate_py(args, model_path)

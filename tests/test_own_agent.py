@@ -221,7 +221,16 @@ def test_evaluate_cli_loading_flags_fail_before_any_work(zips, tmp_path, capsys)
         (["--model", own, "--model", str(zips["sac"]), "--vecnormalize", str(stats), "--trust-pickle"],
          "exactly one model"),
         (["--model", own, "--safety-layer", "maybe"], "invalid choice"),
+        (["--model", own, "--preset", "week"], "trained on observations of shape (534,), but preset week"),
+        (["--model", str(zips["td3"]), "--trust-pickle", "--scenario", str(ROOT / "examples/data_spec.yaml"),
+          "--preset", "paper"], "without --seeds and --preset"),
     ]  # fmt: skip
+    from tests.conftest import make_tiny
+
+    make_tiny(T=6, S=2).to_json(tmp_path / "two-sites.json")
+    cases.append(
+        (["--model", own, "--scenario", str(tmp_path / "two-sites.json")], "but scenario two-sites gives")
+    )
     for argv, message in cases:
         with pytest.raises(SystemExit) as exc:
             evaluate.main([*argv, "--policies", "greedy", "--out", str(tmp_path / "out")])
