@@ -126,6 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=d.noise_draws,
         help=f"forecast-error draws per oracle schedule (default {d.noise_draws}; 1 when exact)",
     )
+    p.add_argument(
+        "--tensorboard",
+        metavar="DIR",
+        default=None,
+        help="also write TensorBoard event files to DIR/<run folder name>/ (SB3's fine-tuning metrics, "
+        "validation scores, BC/DAgger losses; the same rows always go to <out>/train_log.csv)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     # Testing aid: behave as if interrupted (Ctrl-C) after N fine-tuning steps.
     p.add_argument("--stop-after-steps", type=int, default=None, help=argparse.SUPPRESS)
@@ -166,9 +173,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     except ValueError as exc:
         name, sep, rest = str(exc).partition(": ")
         p.error(f"{flag_of(p, name)}: {rest}" if sep and name.isidentifier() else str(exc))
-    problem = writable_problem(Path(args.out))
-    if problem:
-        p.error(f"--out: {problem}")
+    for flag, folder in (("--out", args.out), ("--tensorboard", args.tensorboard)):
+        problem = writable_problem(Path(folder)) if folder is not None else None
+        if problem:
+            p.error(f"{flag}: {problem}")
     if args.resume_with_changes and not args.resume:
         p.error("--resume-with-changes: only with --resume")
     args.apply = set()
@@ -223,6 +231,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         workers=args.workers,
         hyperparams_file=args.hyperparams,
         hp=dict(args.hp),
+        tensorboard=args.tensorboard,
     )
 
 
@@ -230,7 +239,8 @@ def resume_hint(args: argparse.Namespace, argv: list[str]) -> str:
     """The exact command that continues an interrupted run (or starts it again, if it had not begun)."""
     if not (Path(args.out) / "config.json").is_file():
         return "start it again with: " + shlex.join(["python", "train.py", *argv])
-    return "resume with: " + shlex.join(["python", "train.py", "--resume", "--out", str(args.out)])
+    logs = ["--tensorboard", str(args.tensorboard)] if args.tensorboard is not None else []
+    return "resume with: " + shlex.join(["python", "train.py", "--resume", "--out", str(args.out), *logs])
 
 
 def main(argv: list[str] | None = None) -> int:

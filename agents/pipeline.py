@@ -75,6 +75,7 @@ from agents.sb3 import (
     set_log_std,
     set_torch_threads,
 )
+from agents.train_log import CSV_NAME, LoggedEvalCallback, TrainLog, tensorboard_problem
 from agents.training_scenarios import (
     TrainingScenarios,
     make_train_vec_env,
@@ -91,7 +92,9 @@ __all__ = ["Interrupted", "TrainConfig", "config_changes", "kept_summary", "trai
 
 MAX_SEED = 2**32 - 1
 """numpy's legacy seed range (``np.random.seed``, which SB3's ``set_random_seed`` calls) ends here."""
-RUNTIME_FIELDS = frozenset({"progress_bar", "backend", "ray_address", "workers", "torch_threads"})
+RUNTIME_FIELDS = frozenset(
+    {"progress_bar", "backend", "ray_address", "workers", "torch_threads", "tensorboard"}
+)
 """Config fields that change how a run is executed, not what it computes: a resumed run takes the
 new values without asking (the others must match ``config.json``, see :func:`config_changes`)."""
 
@@ -134,6 +137,10 @@ class TrainConfig:
     clairvoyant oracle's on the true scenario (a privileged expert); each oracle schedule is replayed
     ``noise_draws`` times with other forecast errors in the observations.
 
+    ``tensorboard``: a folder for TensorBoard event files (SB3's logger during fine-tuning, plus the
+    validation scores and BC/DAgger losses; :mod:`agents.train_log`); ``train_log.csv`` in the run
+    folder has the same rows either way.
+
     ``hyperparams_file`` (default ``agents/hyperparams/<algo>.yml``) and ``hp`` (overrides, applied
     after ``learning_rate``) give the RL model's hyperparameters: the ``finetune`` setting with
     ``bc``, the ``scratch`` setting without (:meth:`hyperparams`).
@@ -172,6 +179,7 @@ class TrainConfig:
     forecast_level: str | None = "typical"
     noise_draws: int = 3
     scenario: str | None = None
+    tensorboard: str | None = None
 
     def check(self) -> None:
         """Raise ``ValueError`` naming the field for a value out of range (before any work).
@@ -205,6 +213,8 @@ class TrainConfig:
             fail("algo", f"choose one of {sorted(ALGOS)}")
         if self.scenario is None and self.preset not in PRESETS:
             fail("preset", f"choose one of {sorted(PRESETS)}")
+        if self.tensorboard is not None and tensorboard_problem():
+            fail("tensorboard", str(tensorboard_problem()))
         if self.scenario is not None and not Path(self.scenario).exists():
             fail(
                 "scenario", "no such file or folder (give a scenario JSON, a folder of them, or a data spec)"
@@ -308,6 +318,7 @@ class Run:
     plan: dict[str, Any]
     scenarios: TrainingScenarios
     timings: dict[str, float] = field(default_factory=dict)
+    log: TrainLog | None = None
 
     def stage_path(self, name: str) -> Path:
         return self.out / "stages" / f"{name}.json"
@@ -449,6 +460,7 @@ def stage_seeds(cfg: TrainConfig, resume: bool, apply: Collection[str] = ()) -> 
         for stale in ("stages", "datasets", "checkpoints"):
             shutil.rmtree(out / stale, ignore_errors=True)
         (out / "bc_model.zip").unlink(missing_ok=True)
+        (out / CSV_NAME).unlink(missing_ok=True)
     if cfg.effective().ensemble != cfg.ensemble:
         _log(f"--ensemble {cfg.ensemble} needs the oracle dataset of --bc: deploying the single model")
     cfg = cfg.effective()
@@ -549,7 +561,9 @@ def stage_behaviour_cloning(
     if run.done("bc"):
         model.set_parameters(str(path), device="cpu")
         return run.stage_info("bc")["round"]
-    hist = behaviour_clone(model.policy, data, BCConfig(epochs=cfg.bc_epochs, seed=cfg.seed))
+    hist = behaviour_clone(
+        model.policy, data, BCConfig(epochs=cfg.bc_epochs, seed=cfg.seed), _epochs(run, "bc")
+    )
     _log(
         f"BC: validation loss {hist.initial_val['loss']:.3f} -> {hist.final_val['loss']:.3f} "
         f"(start accuracy {hist.final_val['start_acc']:.2f}) in {hist.wall_s:.1f} s"
@@ -603,7 +617,7 @@ def stage_dagger_round(
     bc_cfg = BCConfig(
         epochs=cfg.dagger_epochs, seed=cfg.seed, lr=cfg.dagger_lr, patience=None, val_seeds=list(val_seeds)
     )
-    hist = behaviour_clone(model.policy, data, bc_cfg)
+    hist = behaviour_clone(model.policy, data, bc_cfg, _epochs(run, name))
     _log(
         f"DAgger round {r}: {stats['labels']} labels in {stats['relabel_wall_s']:.1f} s, "
         f"validation loss {hist.initial_val['loss']:.3f} -> {hist.final_val['loss']:.3f}"
@@ -734,20 +748,46 @@ def stage_finetune(
         callbacks: list[BaseCallback] = [evaluator, checkpointer]
         if stop_after_steps is not None:
             callbacks.append(StopAfterCallback(stop_after_steps))
+        planned = whole_rollouts(model, remaining)
+        if planned != remaining:
+            per = rollout_steps(model)
+            _log(f"fine-tuning: {remaining} steps rounded up to {planned} (SB3 runs whole rollouts of {per})")
+        if run.log is not None:
+            run.log.stage = "finetune"
+            model.set_logger(run.log.sb3)
         try:
-            model.learn(
-                remaining, callback=callbacks, progress_bar=cfg.progress_bar, reset_num_timesteps=False
-            )
+            model.learn(planned, callback=callbacks, progress_bar=cfg.progress_bar, reset_num_timesteps=False)
         except (KeyboardInterrupt, Interrupted) as exc:
             spent = time.perf_counter() - tick + spent_before
             record["timings_s"] = {**record.get("timings_s", {}), **run.timings, "finetune_s": spent}
             run.save_record()
             raise Interrupted(f"at {model.num_timesteps} fine-tuning steps") from exc
+        if run.log is not None:  # SB3 dumps before each update: the last update's train/* values
+            run.log.sb3.dump(step=model.num_timesteps)
         checkpointer.save_now()
         if evaluator.history[-1]["timesteps"] != model.num_timesteps:
             evaluator.evaluate(model, model.num_timesteps)
     run.timings["finetune_s"] = time.perf_counter() - tick + spent_before
     return model
+
+
+def rollout_steps(model: BaseAlgorithm) -> int:
+    """Environment steps SB3 collects at a time: ``n_steps * n_envs`` (PPO, A2C), else ``n_envs``
+    times the step-based ``train_freq`` (SAC; 1 for an episode-based one)."""
+    n_steps = getattr(model, "n_steps", None)
+    if n_steps is not None:
+        return int(n_steps) * model.n_envs
+    freq = getattr(model, "train_freq", None)
+    per = int(freq.frequency) if freq is not None and str(freq.unit.value) == "step" else 1
+    return per * model.n_envs
+
+
+def whole_rollouts(model: BaseAlgorithm, steps: int) -> int:
+    """``steps`` rounded up to whole rollouts (:func:`rollout_steps`): what SB3's ``learn(steps)``
+    runs anyway. Passing this to ``learn`` makes its progress bar end at its total (asked 1,000
+    with 480-step rollouts, it ran 1,440 and showed ``1,440/1,000``)."""
+    per = rollout_steps(model)
+    return -(-int(steps) // per) * per
 
 
 def stage_ensemble(
@@ -791,6 +831,14 @@ def stage_ensemble(
         "members_wall_s": wall,
     }
     write_manifest(out / "ensemble.json", members, info)
+    if run.log is not None:
+        run.log.scalars(
+            "ensemble",
+            {
+                "ensemble/pct_of_oracle": ens["pct_of_oracle"],
+                **{f"ensemble/{m.stem}_pct_of_oracle": v for m, v in zip(members, scores, strict=True)},
+            },
+        )
     _log(
         f"ensemble of {len(members)}: {ens['pct_of_oracle']:.1f} % of the oracle on validation "
         f"(members {', '.join(f'{s:.1f}' for s in scores)}); members cloned in {wall:.0f} s"
@@ -816,7 +864,7 @@ def _evaluator(
     if ckpt is not None:
         history = ckpt.get("history", history)
     best = max((h["pct_of_oracle"] for h in history), default=-math.inf)
-    return OracleEvalCallback(
+    return LoggedEvalCallback(
         scenarios,
         oracle_usd,
         run.cfg.preset,
@@ -827,7 +875,13 @@ def _evaluator(
         history_path,
         1,
         forecast_level=run.cfg.forecast_level,
+        train_log=run.log,
     )
+
+
+def _epochs(run: Run, stage: str) -> Any:
+    """The per-epoch log callback of ``behaviour_clone`` for ``stage`` (None without a log)."""
+    return None if run.log is None else run.log.epoch_logger(stage)
 
 
 def _imitate(run: Run, model: BaseAlgorithm, evaluator: OracleEvalCallback) -> dict[str, Any]:
@@ -899,7 +953,16 @@ def _train(
 ) -> dict[str, Any]:
     t_start = time.perf_counter()
     run = stage_seeds(cfg, resume, apply)
-    cfg, out, record = run.cfg, run.out, run.record
+    run.log = TrainLog(run.out, run.cfg.tensorboard)
+    try:
+        return _stages(run, t_start, stop_after_steps)
+    finally:
+        run.log.close()
+
+
+def _stages(run: Run, t_start: float, stop_after_steps: int | None) -> dict[str, Any]:
+    """Every stage after :func:`stage_seeds`, in order; returns the record with its summary."""
+    cfg, out, record, resume = run.cfg, run.out, run.record, run.resume
     set_torch_threads(cfg.torch_threads)
     scenarios, oracle_usd = stage_validation(run)
     ckpt = latest_checkpoint(out / "checkpoints") if resume else None

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -336,3 +337,110 @@ def test_train_rejects_unknown_hp_before_any_work(tmp_path) -> None:
     )
     assert res.returncode == 2 and "'clip_rnage'" in res.stderr
     assert not out.exists()
+
+
+class _Bar:
+    """Stands in for SB3's tqdm progress bar: records its total and how far it got."""
+
+    made: ClassVar[list[_Bar]] = []
+
+    def __init__(self, total: int) -> None:
+        self.total, self.n = total, 0
+        _Bar.made.append(self)
+
+    def update(self, n: int) -> None:
+        self.n += n
+
+    def refresh(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_progress_bar_ends_at_its_total(monkeypatch) -> None:
+    """SB3 collects whole rollouts (n_steps x n_envs), so learn(40) with 16-step rollouts on 1 env
+    runs 48 steps under a bar of 40; whole_rollouts gives learn the 48 it will run."""
+    import stable_baselines3.common.callbacks as sb3_callbacks
+
+    from agents.pipeline import rollout_steps, whole_rollouts
+
+    monkeypatch.setattr(sb3_callbacks, "tqdm", _Bar)
+    params = {**resolve_hyperparams("ppo"), "n_steps": 8, "batch_size": 8}
+    model = make_model("ppo", make_vec_env("paper", 2, seed=0), seed=0, hyperparams=params)
+    assert rollout_steps(model) == 16 and whole_rollouts(model, 40) == 48 and whole_rollouts(model, 48) == 48
+    model.learn(40, progress_bar=True)
+    assert (_Bar.made[-1].total, _Bar.made[-1].n) == (40, 48)  # the overshoot: 48/40
+    model.learn(whole_rollouts(model, 40), progress_bar=True, reset_num_timesteps=False)
+    assert (_Bar.made[-1].total, _Bar.made[-1].n) == (48, 48)
+
+
+def _tiny_config(out: Path, **changes) -> object:
+    from agents.pipeline import TrainConfig
+
+    fields = dict(
+        out=str(out),
+        bc_scenarios=2,
+        bc_epochs=2,
+        dagger_rounds=0,
+        eval_scenarios=1,
+        ensemble=1,
+        timesteps=480,
+        eval_freq=480,
+        checkpoint_freq=480,
+        value_pretrain_scenarios=1,
+        workers=2,
+        progress_bar=False,
+    )
+    fields.update(changes)
+    return TrainConfig(**fields)
+
+
+@pytest.mark.slow
+def test_training_log_csv_has_every_stage(tmp_path) -> None:
+    import pandas as pd
+
+    from agents.pipeline import train_agent
+    from agents.train_log import CSV_COLUMNS
+
+    out = tmp_path / "run"
+    train_agent(_tiny_config(out))
+    log = pd.read_csv(out / "train_log.csv")
+    assert tuple(log.columns) == CSV_COLUMNS == ("wall_s", "stage", "step", "key", "value")
+    bc = log[log.stage == "bc"]
+    assert set(bc.key) >= {"bc/train_loss", "bc/val_loss", "bc/val_start_acc"}
+    assert sorted(set(bc[bc.key == "bc/train_loss"].step)) == [0, 1]  # one row per epoch
+    history = json.loads((out / "eval_history.json").read_text())
+    val = log[log.key == "validation/pct_of_oracle"]
+    assert list(val.stage) == [h["label"] for h in history] == ["bc", "ppo"]
+    np.testing.assert_allclose(val.value, [h["pct_of_oracle"] for h in history])
+    assert list(val.step) == [0, 1]
+    finetune = log[log.stage == "finetune"]
+    assert {"train/approx_kl", "rollout/ep_rew_mean"} <= set(finetune.key)
+    assert finetune.step.max() == 480 and log.wall_s.is_monotonic_increasing
+
+    # A resumed run appends to the same file, under the one header.
+    train_agent(_tiny_config(out, timesteps=960), resume=True)
+    text = (out / "train_log.csv").read_text()
+    assert text.count("wall_s,stage") == 1
+    assert pd.read_csv(out / "train_log.csv").query("stage == 'finetune'").step.max() == 960
+
+
+def test_tensorboard_needs_its_package(tmp_path, capsys) -> None:
+    import train
+    from agents.train_log import tensorboard_problem
+
+    if tensorboard_problem() is None:
+        pytest.skip("tensorboard is installed")
+    with pytest.raises(SystemExit):
+        train.parse_args(["--tensorboard", str(tmp_path / "tb"), "--out", str(tmp_path / "run")])
+    assert "--tensorboard: needs the tensorboard package" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_tensorboard_gets_event_files(tmp_path) -> None:
+    pytest.importorskip("tensorboard")
+    from agents.pipeline import train_agent
+
+    train_agent(_tiny_config(tmp_path / "run", tensorboard=str(tmp_path / "tb")))
+    assert list((tmp_path / "tb" / "run").glob("events.out.tfevents.*"))
