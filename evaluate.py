@@ -304,4 +304,8 @@ def _across_levels(args: argparse.Namespace, policies, levels, policy_kwargs, ou
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        raise SystemExit(main())
+    except KeyboardInterrupt:  # while checking the inputs, before the sweep caught it
+        print("interrupted before any work started; re-run the same command", file=sys.stderr)
+        raise SystemExit(130) from None

@@ -349,4 +349,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except KeyboardInterrupt:  # while checking the inputs, before the sweep caught it
+        print("interrupted before any work started; re-run the same command", file=sys.stderr)
+        raise SystemExit(130) from None
