@@ -24,7 +24,7 @@ from envs.scenario import Scenario
 from oracle.executor import ItemResult, run_sweep
 
 if TYPE_CHECKING:
-    from agents.pipeline import TrainConfig
+    from agents.train_config import TrainConfig
 
 
 def train_member(item: dict[str, Any]) -> dict[str, Any]:

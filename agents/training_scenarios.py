@@ -55,13 +55,15 @@ class TrainingScenarios:
     """The scenarios of a run by key (see the module docstring).
 
     ``preset``: the preset of a preset run (None for a source run). ``names`` / ``by_key``: a source
-    run's scenarios; ``source``: the source itself (for the fine-tuning env's draws).
+    run's scenarios; ``source``: the source itself (for the fine-tuning env's draws); ``warnings``:
+    what the run should say about them (e.g. an unsplit source).
     """
 
     preset: str | None
     names: list[str] = field(default_factory=list)
     by_key: dict[int, Scenario] = field(default_factory=dict)
     source: ScenarioSource | None = None
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def is_source(self) -> bool:
@@ -253,7 +255,7 @@ def shape_policy_extra(shape: Scenario, window_features: bool) -> dict[str, Any]
     if not window_features:
         return None
     from agents.features import window_features_kwargs
-    from agents.imitation import flat_env
+    from agents.rollouts import flat_env
 
     return window_features_kwargs(flat_env(None, shape), shape.T)
 
