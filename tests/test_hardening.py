@@ -154,8 +154,8 @@ def test_tiny_time_limit_is_honoured(paper):
     # Either the build alone used the 0.01 s (error, said so) or HiGHS stopped; never a silent 1 s.
     assert elapsed < 0.9, elapsed
     assert r.status in ("error", "time_limit", "optimal")
-    if r.status == "error":
-        assert "time_limit_s used up" in r.diagnosis
+    if r.status == "error":  # the build used the time up, or HiGHS stopped before any incumbent
+        assert "time_limit_s used up" in r.diagnosis or "stopped before any feasible solution" in r.diagnosis
 
 
 @pytest.mark.parametrize(
