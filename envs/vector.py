@@ -50,6 +50,23 @@ _I = {name: i for i, name in enumerate(SITE_FIELDS)}
 _F = len(JOB_FEATURES)
 
 
+def default_pool_size(preset: str, forecast_horizon: int = 24) -> int:
+    """The default pool size of ``preset``: ``DEFAULT_POOL_SIZE``, or fewer so that the pool's
+    observation rows fit in ``POOL_BUDGET_MIB``."""
+    size = PRESETS[preset]
+    obs = single_spaces(size["S"], size["K"], size["J"], size["T"], int(forecast_horizon))[0]
+    row_bytes = (size["T"] + 1) * max(sl.stop for sl, _ in flat_layout(obs).values()) * 4
+    return min(DEFAULT_POOL_SIZE, max(1, int(POOL_BUDGET_MIB * 2**20 // row_bytes)))
+
+
+def draw_pool_seeds(size: int, pool_seed: int = 0) -> tuple[int, ...]:
+    """``size`` preset seeds drawn without replacement from ``TRAINING_SEEDS`` with generator seed
+    ``pool_seed``, sorted: the default ``scenario_seeds`` of the vector env."""
+    rng = np.random.default_rng(int(pool_seed))
+    drawn = rng.choice(len(TRAINING_SEEDS), size=min(int(size), len(TRAINING_SEEDS)), replace=False)
+    return tuple(sorted(int(TRAINING_SEEDS[i]) for i in drawn))
+
+
 def single_spaces(S: int, K: int, J: int, T: int, H: int) -> tuple[spaces.Dict, spaces.Dict]:
     """The single env's ``(observation_space, action_space)`` for these sizes (``envs/dc_env.py``)."""
     b, f32, H1 = OBS_BOUND, np.float32, H + 1
@@ -257,16 +274,10 @@ class CarbonAwareDCVectorEnv(LaneStepper, VectorEnv):
             if any(s < 0 for s in seeds):
                 raise ValueError(f"scenario_seeds: must be integers >= 0 (got {min(seeds)})")
         else:
-            size = DEFAULT_POOL_SIZE if pool_size is None else int(pool_size)
-            if size < 1:
+            if pool_size is not None and int(pool_size) < 1:
                 raise ValueError(f"pool_size: must be >= 1 (got {pool_size!r})")
-            if pool_size is None:
-                probe = single_spaces(self.S, self.K, self.n_slots, self.T_max, self.H)[0]
-                D = max(sl.stop for sl, _ in flat_layout(probe).values())
-                size = min(size, max(1, int(POOL_BUDGET_MIB * 2**20 // ((self.T_max + 1) * D * 4))))
-            rng = np.random.default_rng(int(pool_seed))
-            drawn = rng.choice(len(TRAINING_SEEDS), size=min(size, len(TRAINING_SEEDS)), replace=False)
-            seeds = sorted(int(TRAINING_SEEDS[i]) for i in drawn)
+            size = default_pool_size(preset, self.H) if pool_size is None else int(pool_size)
+            seeds = list(draw_pool_seeds(size, pool_seed))
         self.scenario_seeds = tuple(seeds)
         unique = sorted(set(seeds))
         where = {s: p for p, s in enumerate(unique)}
@@ -331,6 +342,7 @@ class CarbonAwareDCVectorEnv(LaneStepper, VectorEnv):
         self._lane_static = np.zeros((N * T1, pool.D), dtype=np.float32) if noisy else None
         self._static = self._lane_static if noisy else pool.static
         self._rngs: list[np.random.Generator | None] = [None] * N
+        self._unseeded = True  # some lane has no generator yet
         n_seeds = max(len(self.scenario_seeds), 1)
         # Scenario order state per lane: the pass's order and position ("cycle", "shuffle"), the
         # buffer of pre-drawn seed indices and its position ("random", exact forecasts).
@@ -392,12 +404,14 @@ class CarbonAwareDCVectorEnv(LaneStepper, VectorEnv):
         their scenarios and forecasts as the single env's reset does; then set all their state."""
         pool, T1 = self._pool, self.T_max + 1
         restart = np.zeros(len(idx), dtype=bool)
-        for k, n in enumerate(idx.tolist()):
-            seed = None if seeds is None else seeds[n]
-            if seed is not None or self._rngs[n] is None:
-                self._rngs[n] = seeding.np_random(seed)[0]
-                self._buf_pos[n] = DRAW_BUFFER
-                restart[k] = seed is not None
+        if seeds is not None or self._unseeded:
+            for k, n in enumerate(idx.tolist()):
+                seed = None if seeds is None else seeds[n]
+                if seed is not None or self._rngs[n] is None:
+                    self._rngs[n] = seeding.np_random(seed)[0]
+                    self._buf_pos[n] = DRAW_BUFFER
+                    restart[k] = seed is not None
+            self._unseeded = any(rng is None for rng in self._rngs)
         if self._given:
             ps = idx.copy() if self._per_lane else np.zeros(len(idx), dtype=np.int64)
         elif not self.seed_scenarios:
@@ -413,33 +427,34 @@ class CarbonAwareDCVectorEnv(LaneStepper, VectorEnv):
                 rows = self._lane_static[n * T1 : n * T1 + sc.T + 1]
                 rows[:] = pool.static[p * T1 : p * T1 + sc.T + 1]
                 pool.write_forecasts(rows, windows, sc)
-        self._p[idx] = ps
-        self._site_c[:, :, idx] = pool.site[:, :, ps]
-        self._job_int[:, :, idx] = pool.job_int[:, :, ps]
-        self._job_float[:, :, idx] = pool.job_float[:, :, ps]
-        self._present[:, idx] = pool.present[:, ps]
-        self._mandatory[:, idx] = pool.mandatory[:, ps]
-        self._elig[:, :, idx] = pool.eligible[:, :, ps]
-        self._job_mw[:, :, idx] = pool.job_mw[:, :, ps]
-        self._routes[:, :, idx] = pool.routes[:, :, ps]
-        self._revenue[:, idx] = pool.revenue[:, ps]
-        self._penalty[:, idx] = pool.penalty[:, ps]
+        lanes: Any = slice(None) if len(idx) == self.num_envs else idx  # a slice writes faster
+        self._p[lanes] = ps
+        self._site_c[:, :, lanes] = pool.site[:, :, ps]
+        self._job_int[:, :, lanes] = pool.job_int[:, :, ps]
+        self._job_float[:, :, lanes] = pool.job_float[:, :, ps]
+        self._present[:, lanes] = pool.present[:, ps]
+        self._mandatory[:, lanes] = pool.mandatory[:, ps]
+        self._elig[:, :, lanes] = pool.eligible[:, :, ps]
+        self._job_mw[:, :, lanes] = pool.job_mw[:, :, ps]
+        self._routes[:, :, lanes] = pool.routes[:, :, ps]
+        self._revenue[:, lanes] = pool.revenue[:, ps]
+        self._penalty[:, lanes] = pool.penalty[:, ps]
         for name in ("dt", "T", "inv_T", "budget", "carbon_price", "tol_gpus", "tol_mw"):
-            getattr(self, f"_{name}")[idx] = getattr(pool, name)[ps]
+            getattr(self, f"_{name}")[lanes] = getattr(pool, name)[ps]
         cap = pool.site[_I["cap"]][:, ps]
-        self._t[idx] = 0
-        self._soc[:, idx] = pool.site[_I["soc_init"]][:, ps]
-        self._emissions[idx] = 0.0
-        self._started[:, idx] = False
-        self._start_t[:, idx] = -1
-        self._site[:, idx] = -1
-        self._missed[:, idx] = False
-        self._free[idx] = cap.T[:, None, :]
-        self._fixed[idx] = pool.site[_I["base_it"]][:, ps].T[:, None, :]
-        self._free_now[:, idx] = cap
-        self._row_base[idx] = (idx if self._noisy else ps) * T1
-        self._mask[:, :, idx] = self._start_mask(np.zeros(len(idx), dtype=np.int64), idx)
-        self._done[idx] = False
+        self._t[lanes] = 0
+        self._soc[:, lanes] = pool.site[_I["soc_init"]][:, ps]
+        self._emissions[lanes] = 0.0
+        self._started[:, lanes] = False
+        self._start_t[:, lanes] = -1
+        self._site[:, lanes] = -1
+        self._missed[:, lanes] = False
+        self._free[lanes] = cap.T[:, None, :]
+        self._fixed[lanes] = pool.site[_I["base_it"]][:, ps].T[:, None, :]
+        self._free_now[:, lanes] = cap
+        self._row_base[lanes] = (idx if self._noisy else ps) * T1
+        self._mask[:, :, lanes] = self._start_mask(np.zeros(len(idx), dtype=np.int64), lanes)
+        self._done[lanes] = False
 
     def _start_mask(self, t: np.ndarray, sel: Any = slice(None)) -> np.ndarray:
         """(S+1, J, n) bool: hold always; start at s iff waiting, released, eligible and fitting in the
@@ -640,4 +655,4 @@ class CarbonAwareDCVectorEnv(LaneStepper, VectorEnv):
         return out
 
 
-__all__ = ["CarbonAwareDCVectorEnv", "lane_info", "single_spaces"]
+__all__ = ["CarbonAwareDCVectorEnv", "default_pool_size", "draw_pool_seeds", "lane_info", "single_spaces"]

@@ -42,10 +42,11 @@ def place_starts(
     (J, N) bool and (S, N) GPUs left free.
     """
     n_choices = allowed.shape[0]
-    S, N = n_choices - 1, allowed.shape[2]
+    S = n_choices - 1
     valid = (requested_site > 0) & (requested_site < n_choices)
     choice = np.where(valid, requested_site, 0)
-    cand = valid & np.take_along_axis(allowed, choice[None], axis=0)[0]
+    J, N = choice.shape
+    cand = valid & allowed.reshape(n_choices, J * N)[choice.ravel(), np.arange(J * N)].reshape(J, N)
     site = np.where(cand, choice - 1, -1)
     j_i, n_i = np.nonzero(cand)
     if not n_i.size:
@@ -168,39 +169,60 @@ def complete_power(
 
     Both branches are computed for every site and selected with masks; in each branch the amounts
     of the other are exact zeros, so ``x - 0.0`` and ``x + 0.0`` leave the single env's values."""
+    # In-place steps keep the single env's operations and their order (x * y == y * x exactly).
     k1 = 1.0 + cooling
     inference_it = inference_gpus * gpu_mw
-    load = k1 * (fixed_it_mw + inference_it)
-    net = load + charge_mw - discharge_mw - gen_mw - renewable_mw
+    load = fixed_it_mw + inference_it
+    load *= k1
+    net = load + charge_mw
+    net -= discharge_mw
+    net -= gen_mw
+    net -= renewable_mw
     deficit = net >= 0.0
-    excess = np.where(deficit, net - import_limit_mw, 0.0)
-    over = excess > 0.0
-    excess = np.where(over, excess, 0.0)
+    excess = np.subtract(net, import_limit_mw)
+    over = deficit & (excess > 0.0)
+    excess[~over] = 0.0
     charge_cut = np.minimum(charge_mw, excess)
-    excess = excess - charge_cut
-    gen_raised = np.minimum(np.maximum(gen_capacity_mw - gen_mw, 0.0), excess)
-    excess = excess - gen_raised
-    shed_it = np.minimum(inference_it, excess / k1)
-    lost = np.maximum(excess - shed_it * k1, 0.0)
+    excess -= charge_cut
+    gen_raised = np.subtract(gen_capacity_mw, gen_mw)
+    np.maximum(gen_raised, 0.0, out=gen_raised)
+    np.minimum(gen_raised, excess, out=gen_raised)
+    excess -= gen_raised
+    shed_it = excess / k1
+    np.minimum(inference_it, shed_it, out=shed_it)
+    shed_load = shed_it * k1
+    lost = excess - shed_load
+    np.maximum(lost, 0.0, out=lost)
     has_inf = inference_it > 0.0
     keep = np.where(has_inf, 1.0 - shed_it / np.where(has_inf, inference_it, 1.0), 1.0)
     has_gpu = gpu_mw > 0.0
     shed_gpus = np.where(has_gpu, shed_it / np.where(has_gpu, gpu_mw, 1.0), 0.0)
-    surplus = np.where(deficit, 0.0, -net)
+    surplus = np.negative(net)
+    surplus[deficit] = 0.0
     grid_export = np.minimum(surplus, export_cap_mw)
-    rest = surplus - grid_export
+    rest = surplus
+    rest -= grid_export
     curtailed = np.minimum(rest, renewable_mw)
-    rest = rest - curtailed
+    rest -= curtailed
     cut = rest > 0.0
-    discharge_cut = np.where(cut, np.minimum(discharge_mw, rest), 0.0)
-    gen_cut = np.where(cut, np.minimum(gen_mw, rest - discharge_cut), 0.0)
+    discharge_cut = np.minimum(discharge_mw, rest)
+    discharge_cut[~cut] = 0.0
+    gen_cut = rest
+    gen_cut -= discharge_cut
+    np.minimum(gen_mw, gen_cut, out=gen_cut)
+    gen_cut[~cut] = 0.0
+    grid_import = np.where(over, import_limit_mw, net)
+    grid_import[~deficit] = 0.0
+    gen_out = gen_mw + gen_raised
+    gen_out -= gen_cut
+    load -= shed_load
     return SiteFlows(
-        load_mw=load - shed_it * k1,
-        grid_import_mw=np.where(deficit, np.where(over, import_limit_mw, net), 0.0),
+        load_mw=load,
+        grid_import_mw=grid_import,
         grid_export_mw=grid_export,
         renewable_used_mw=renewable_mw - curtailed,
         curtailed_mw=curtailed,
-        gen_mw=gen_mw + gen_raised - gen_cut,
+        gen_mw=gen_out,
         charge_mw=charge_mw - charge_cut,
         discharge_mw=discharge_mw - discharge_cut,
         lost_load_mw=lost,

@@ -53,6 +53,7 @@ class CarbonAwareDCFlatVectorEnv(CarbonAwareDCVectorEnv):
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         choice = np.arange(S1, dtype=np.int8)[None, :, None]
         self._choice_index = np.ascontiguousarray(np.broadcast_to(choice, (J, S1, self.num_envs)))
+        self._slot_lane = np.arange(J * self.num_envs)  # flat (slot, lane) index of the (S+1, J, N) mask
 
     def decode_actions(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(start (J, N), route (K, S, N), battery (S, N), generator (S, N))`` (lane axis last) of flat
@@ -74,7 +75,7 @@ class CarbonAwareDCFlatVectorEnv(CarbonAwareDCVectorEnv):
         # as min(c | 16·[not a maximum]) in int8 (a reduction over a leading axis; fast).
         best = scores == np.maximum.reduce(scores, axis=1)[:, None, :]
         start = np.minimum.reduce(self._choice_index | ((~best).view(np.int8) << 4), axis=1).astype(np.int64)
-        start = start * np.take_along_axis(self._mask, start[None], axis=0)[0]
+        start = start * self._mask.reshape(S1, -1)[start.ravel(), self._slot_lane].reshape(J, N)
         # (a + 1) / 2 weights; the factor 1/2 cancels in the normalisation. All-zero rows stay 0.
         w = a[lay["route"][0]].reshape(K, S1, N) + 1.0
         total = np.maximum(np.add.reduce(w, axis=1), 1e-300)
