@@ -252,7 +252,9 @@ def solve(
         m = build_model(scenario, config, **options, relax_budget=relax_budget, battery_binary=battery_binary)
         times[0] += time.perf_counter() - tick
         tick = time.perf_counter()
-        start_values = warm_start_values(m, threads) if warm and solver == "highs" and m.start else None
+        start_values = (
+            warm_start_values(m, threads, deadline) if warm and solver == "highs" and m.start else None
+        )
         if previous_plan is not None and solver == "highs":
             start_values = shifted_plan_start(m, previous_plan)
         run = run_mip(m, solver, deadline, mip_gap, threads, msg, start_values, highs_options)

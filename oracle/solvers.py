@@ -205,7 +205,11 @@ def run_mip(
     left = deadline - time.perf_counter()
     if left <= 0:
         return Run(
-            "error", detail="time_limit_s used up by the model build before the MIP started; give more time"
+            "error",
+            detail=(
+                "time_limit_s used up by the model build (and warm start) before the MIP started; "
+                "give more time"
+            ),
         )
     if solver == "highs":
         run = run_highs(m, left, mip_gap, threads, msg, warm, highs_options)

@@ -7,6 +7,7 @@ infeasible one, so the optimum is unchanged.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -50,7 +51,9 @@ def shifted_plan_start(m: Model, previous: Schedule | None) -> dict[str, float] 
     return {var.name: float(key in planned) for key, var in m.start.items()}
 
 
-def warm_start_values(m: Model, threads: int | None = None) -> dict[str, float] | None:
+def warm_start_values(
+    m: Model, threads: int | None = None, deadline: float | None = None
+) -> dict[str, float] | None:
     """A MIP start by rounding the LP relaxation (a heuristic incumbent for large instances).
 
     Solve the LP relaxation with ``BUDGET_ROUNDING_SLACK`` of the carbon budget left. Each job's LP
@@ -60,6 +63,10 @@ def warm_start_values(m: Model, threads: int | None = None) -> dict[str, float] 
     continuous variables is solved with those integers fixed. The first feasible rounding is
     returned (higher thresholds drop load); None when none is feasible (e.g. a mandatory job is
     dropped). HiGHS completes the continuous variables and uses the start only if it is feasible.
+
+    ``deadline`` (``time.perf_counter()`` s, the solve's): every LP run gets only the time left
+    before it, and the heuristic gives up (None, the MIP then starts cold) when the time is gone,
+    so that the whole solve stays inside its ``time_limit_s``.
     """
     swallow_highs_banner()
     use_threads(threads)
@@ -70,8 +77,7 @@ def warm_start_values(m: Model, threads: int | None = None) -> dict[str, float] 
     budget = m.prob.constraints.get("carbon_budget")
     if budget is not None:  # leave room for the rounding to emit a little more than the LP
         h.changeRowBounds(budget.index, -highspy.kHighsInf, BUDGET_ROUNDING_SLACK * m.budget_remaining_t)
-    h.run()
-    if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+    if not _run_lp(h, deadline):
         return None
     x = np.asarray(h.getSolution().col_value)
     if budget is not None:
@@ -98,7 +104,19 @@ def warm_start_values(m: Model, threads: int | None = None) -> dict[str, float] 
         for var in m.start.values():
             value = float(var.name in chosen)
             h.changeColBounds(var.index, value, value)
-        h.run()
-        if h.getModelStatus() == highspy.HighsModelStatus.kOptimal:
+        if _run_lp(h, deadline):
             return {var.name: float(var.name in chosen) for var in m.start.values()}
+        if deadline is not None and time.perf_counter() >= deadline:
+            return None
     return None
+
+
+def _run_lp(h: highspy.Highs, deadline: float | None) -> bool:
+    """Run the LP in ``h`` within the time left before ``deadline``; True iff it solved to optimal."""
+    if deadline is not None:
+        left = deadline - time.perf_counter()
+        if left <= 0.0:
+            return False
+        h.setOptionValue("time_limit", left)
+    h.run()
+    return h.getModelStatus() == highspy.HighsModelStatus.kOptimal

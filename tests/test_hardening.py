@@ -158,6 +158,24 @@ def test_tiny_time_limit_is_honoured(paper):
         assert "time_limit_s used up" in r.diagnosis or "stopped before any feasible solution" in r.diagnosis
 
 
+def test_warm_start_heuristic_keeps_inside_the_deadline():
+    """The LP-rounding start gives up when the solve's time is gone, and a warm-started solve
+    stays near its limit (before: 7.0 s for a 2 s limit on ``large``, the LP runs had no limit)."""
+    from oracle.model import build_model
+    from oracle.warm_start import warm_start_values
+
+    m = build_model(make_scenario("paper", 0), "joint")
+    tick = time.perf_counter()
+    assert warm_start_values(m, deadline=time.perf_counter() - 1.0) is None
+    assert time.perf_counter() - tick < 0.5
+    assert warm_start_values(m) is not None  # the same heuristic with time finds a start
+    tick = time.perf_counter()
+    r = solve(make_scenario("large", 0), "joint", time_limit_s=2.0, warm_start=True)
+    elapsed = time.perf_counter() - tick
+    assert r.status in ("time_limit", "error", "optimal")
+    assert elapsed < 2.0 + 2.5, elapsed  # the limit, plus reading the result back
+
+
 @pytest.mark.parametrize(
     ("kwargs", "option"),
     [
