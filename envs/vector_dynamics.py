@@ -19,9 +19,19 @@ Units: power MW, energy MWh, GPUs, money USD, emissions tCO2, ``dt_h`` hours per
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from envs.dynamics import SiteFlows
+
+
+@lru_cache(maxsize=8)
+def _arange(n: int) -> np.ndarray:
+    """``np.arange(n)``, read-only and cached (an index used every step)."""
+    out = np.arange(n)
+    out.flags.writeable = False
+    return out
 
 
 def place_starts(
@@ -46,7 +56,7 @@ def place_starts(
     valid = (requested_site > 0) & (requested_site < n_choices)
     choice = np.where(valid, requested_site, 0)
     J, N = choice.shape
-    cand = valid & allowed.reshape(n_choices, J * N)[choice.ravel(), np.arange(J * N)].reshape(J, N)
+    cand = valid & allowed.reshape(n_choices, J * N)[choice.ravel(), _arange(J * N)].reshape(J, N)
     site = np.where(cand, choice - 1, -1)
     j_i, n_i = np.nonzero(cand)
     if not n_i.size:
@@ -75,8 +85,8 @@ def place_starts(
         site = np.where(cand, site, -1)
         j_i, n_i = np.nonzero(cand)
         cell = site[j_i, n_i] * N + n_i
-    used = np.bincount(cell, weights=gpus[j_i, n_i], minlength=S * N).reshape(S, N)
-    return cand, site, (requested_site != 0) & ~cand, free_gpus - used
+        wanted = np.bincount(cell, weights=gpus[j_i, n_i], minlength=S * N).reshape(S, N)
+    return cand, site, (requested_site != 0) & ~cand, free_gpus - wanted
 
 
 def repair_routes(

@@ -24,10 +24,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from gymnasium import spaces
 
 from envs import dynamics
 from envs.dc_env import FORECAST_KEYS, JOB_FEATURES, OBS_BOUND, PRICE_SCALE_USD_PER_MWH
 from envs.forecast import ALIASES
+from envs.presets import PRESETS
 from envs.scenario import Scenario
 
 SITE_FIELDS = (
@@ -57,6 +59,61 @@ SERIES_FIELDS = ("cooling", "renewable", "price_import", "price_export", "carbon
 JOB_INT_FIELDS = ("duration", "release", "latest")
 JOB_FLOAT_FIELDS = ("gpus", "value")
 N_JOB_FEATURES = len(JOB_FEATURES)
+
+
+TRAINING_SEEDS = range(1000, 1_000_000)
+"""The single env's default ``scenario_seeds`` (0..999 are held out); the default pool is drawn from it."""
+DEFAULT_POOL_SIZE = 1024
+POOL_BUDGET_MIB = 256.0
+"""The default pool holds ``min(DEFAULT_POOL_SIZE, as many scenarios as fit in this many MiB of
+observation rows)``: 1024 for paper, 293 for week, 90 for large."""
+
+
+def default_pool_size(preset: str, forecast_horizon: int = 24) -> int:
+    """The default pool size of ``preset``: ``DEFAULT_POOL_SIZE``, or fewer so that the pool's
+    observation rows fit in ``POOL_BUDGET_MIB``."""
+    size = PRESETS[preset]
+    obs = single_spaces(size["S"], size["K"], size["J"], size["T"], int(forecast_horizon))[0]
+    row_bytes = (size["T"] + 1) * max(sl.stop for sl, _ in flat_layout(obs).values()) * 4
+    return min(DEFAULT_POOL_SIZE, max(1, int(POOL_BUDGET_MIB * 2**20 // row_bytes)))
+
+
+def draw_pool_seeds(size: int, pool_seed: int = 0) -> tuple[int, ...]:
+    """``size`` preset seeds drawn without replacement from ``TRAINING_SEEDS`` with generator seed
+    ``pool_seed``, sorted: the default ``scenario_seeds`` of the vector env."""
+    rng = np.random.default_rng(int(pool_seed))
+    drawn = rng.choice(len(TRAINING_SEEDS), size=min(int(size), len(TRAINING_SEEDS)), replace=False)
+    return tuple(sorted(int(TRAINING_SEEDS[i]) for i in drawn))
+
+
+def single_spaces(S: int, K: int, J: int, T: int, H: int) -> tuple[spaces.Dict, spaces.Dict]:
+    """The single env's ``(observation_space, action_space)`` for these sizes (``envs/dc_env.py``)."""
+    b, f32, H1 = OBS_BOUND, np.float32, H + 1
+    action = spaces.Dict(
+        {
+            "start": spaces.MultiDiscrete(np.full(J, S + 1, dtype=np.int64)),
+            "route": spaces.Box(0.0, 1.0, (K, S), np.float64),
+            "battery": spaces.Box(-1.0, 1.0, (S,), np.float64),
+            "generator": spaces.Box(0.0, 1.0, (S,), np.float64),
+        }
+    )
+    obs = spaces.Dict(
+        {
+            "period": spaces.Box(0, T, (1,), np.int64),
+            "time": spaces.Box(-1.0, 1.0, (3,), f32),
+            "soc": spaces.Box(0.0, 1.0, (S,), f32),
+            "free_gpus": spaces.Box(0.0, 1.0, (S,), f32),
+            "jobs": spaces.Box(0.0, b, (J, N_JOB_FEATURES + S), f32),
+            "carbon": spaces.Box(0.0, b, (3,), f32),
+            "price_import": spaces.Box(-b, b, (S, H1), f32),
+            "price_export": spaces.Box(-b, b, (S, H1), f32),
+            "carbon_intensity": spaces.Box(0.0, b, (S, H1), f32),
+            "renewable": spaces.Box(0.0, b, (S, H1), f32),
+            "cooling": spaces.Box(0.0, b, (S, H1), f32),
+            "demand": spaces.Box(0.0, b, (K, H1), f32),
+        }
+    )
+    return obs, action
 
 
 def flat_layout(obs_space: dict) -> dict[str, tuple[slice, tuple[int, ...]]]:

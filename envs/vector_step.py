@@ -57,8 +57,8 @@ class LaneStepper:
         t_now = self._t
         t = np.minimum(t_now, T - 1)
         cols = self._p * T_max + t
-        cooling, renewable, p_imp, p_exp, ci, export_cap = self._pool.series.take(cols, axis=2)
-        demand = self._pool.demand.take(cols, axis=1)
+        cooling, renewable, p_imp, p_exp, ci, export_cap = self._pool.series.take(cols, axis=2, mode="clip")
+        demand = self._pool.demand.take(cols, axis=1, mode="clip")
         gpus, value = self._job_float
         latest = self._job_int[2]
 
@@ -210,7 +210,7 @@ class LaneStepper:
         sel: Any = slice(None) if idx is None else idx
         L, c = self.obs_layout, self._site_c
         t = self._t[sel]
-        flat = self._static[self._row_base[sel] + t]
+        flat = self._static.take(self._row_base[sel] + t, axis=0, mode="clip")  # rows are in range
         flat[:, L["soc"][0]] = (self._soc[:, sel] * c[_I["soc_scale"]][:, sel]).T
         flat[:, L["free_gpus"][0]] = (self._free_now[:, sel] / c[_I["cap_safe"]][:, sel]).T
         flat[:, L["carbon"][0]] = carbon_features(self._emissions[sel], self._budget[sel])
