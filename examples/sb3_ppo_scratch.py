@@ -2,8 +2,8 @@
 
 Run from the repository root (docs/agents.md says what to expect)::
 
-    .venv/bin/python -m examples.sb3_ppo_scratch --timesteps 200000 --out runs/sb3_scratch
-    .venv/bin/python -m examples.sb3_ppo_scratch --timesteps 200000 --vecnormalize --out runs/sb3_vn
+    .venv/bin/python -m examples.sb3_ppo_scratch --timesteps 500000 --out runs/sb3_scratch
+    .venv/bin/python -m examples.sb3_ppo_scratch --timesteps 500000 --vecnormalize --out runs/sb3_vn
 
 What it does, with nothing from the project's training pipeline:
 
@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--timesteps", type=int, default=200_000, help="PPO environment steps")
+    parser.add_argument("--timesteps", type=int, default=500_000, help="PPO env steps (500k: ~17 min)")
     parser.add_argument("--out", default="runs/sb3_scratch", help="folder for model.zip and results")
     parser.add_argument("--preset", default="paper")
     parser.add_argument("--n-envs", type=int, default=1, help="parallel envs (DummyVecEnv)")
