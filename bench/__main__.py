@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bench.common import machine, out_problem
 
-SECTIONS = ("env", "oracle", "scaling", "mpc", "sweeps", "dataset", "training")
+SECTIONS = ("env", "vector", "render", "oracle", "scaling", "mpc", "sweeps", "dataset", "training")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,12 +37,14 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         parser.error(f"--out: {problem}")
 
-    from bench import agents_speed, env_speed, oracle_speed
+    from bench import agents_speed, env_speed, oracle_speed, render_speed, vector_speed
     from envs.atomic import atomic_write_text
 
     q = args.quick
     runners = {
         "env": lambda: env_speed.run(repeats=2 if q else 5, n_steps=1000 if q else 4000),
+        "vector": lambda: vector_speed.run(quick=q),
+        "render": lambda: render_speed.run(frames=6 if q else 24),
         "oracle": lambda: oracle_speed.presets_section(
             repeats=1 if q else 3, week_limit_s=60.0, large_limit_s=20.0 if q else 120.0
         ),
