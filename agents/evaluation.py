@@ -86,16 +86,23 @@ __all__ = [
 
 # ------------------------------------------------------------------------------------------- sweeps
 DEFAULT_RUN = Path("runs/default")
+PRETRAINED = Path(__file__).resolve().parent / "pretrained" / "paper" / "ensemble.json"
+"""The pretrained default agent: the 5-network ensemble of ``python train.py`` (default settings,
+``--forecast-level typical``), pickle-free; how it was made: ``agents/pretrained/paper/README.md``."""
 """Where ``python train.py`` writes by default."""
 
 
 def default_model(run: Path = DEFAULT_RUN) -> Path:
     """The policy train.py deployed in ``run``: the pickle-free ``policy/ensemble.json`` or
     ``policy/model.json`` (:mod:`agents.policy_file`); for a run of an older version its
-    ``ensemble.json`` or ``model.zip`` (which need ``--trust-pickle``)."""
-    for name in ("policy/ensemble.json", "policy/model.json", "ensemble.json"):
+    ``ensemble.json`` or ``model.zip`` (which need ``--trust-pickle``). When ``run`` is the default
+    run and holds none of these (no ``python train.py`` yet), the ensemble shipped with the package,
+    :data:`PRETRAINED` (so that ``make demo`` has an agent row on a fresh clone)."""
+    for name in ("policy/ensemble.json", "policy/model.json", "ensemble.json", "model.zip"):
         if (run / name).exists():
             return run / name
+    if Path(run) == DEFAULT_RUN and PRETRAINED.exists():
+        return PRETRAINED
     return run / "model.zip"
 
 
@@ -153,6 +160,8 @@ def policy_label(spec: str) -> str:
     if spec in POLICY_NAMES:
         return spec
     path = Path(spec)
+    if path.parent.parent.name == "pretrained":  # agents/pretrained/<preset>/ensemble.json
+        return "agent_pretrained"
     if path.parent.name == "policy":  # train.py's pickle-free export: runs/<run>/policy/<name>.json
         path = path.parent.parent / path.name
     stem = path.stem if path.stem not in ("model", "ensemble") else path.parent.name
