@@ -136,6 +136,7 @@ def stage_ensemble(
         },
         "members_info": [r.result for r in results],
         "members_wall_s": wall,
+        "safety_layer": True,  # every member was trained and validated behind the safety layer
     }
     write_manifest(out / "ensemble.json", members, info)
     if run.log is not None:

@@ -178,9 +178,11 @@ def format_levels_table(report: LevelsReport) -> str:
             )
         )
     first = report.reports[report.levels[0]].meta
+    from agents.report import describe
+
     lines.append(
-        f"preset {first['preset']}, {len(first['seeds'])} held-out seeds per level; same forecast draws for "
-        "every policy on a (seed, level); the oracle is clairvoyant at every level"
+        f"{describe(first)} per level; same forecast draws for every policy on a (scenario, level); "
+        "the oracle is clairvoyant at every level"
     )
     return "\n".join(lines)
 

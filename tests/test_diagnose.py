@@ -66,19 +66,20 @@ def test_energy_only_workload_is_checked() -> None:
         solve(sc, "energy_only", workload=([(99, 0, 0)], serve))
 
 
-def test_cli_prints_the_split(capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_prints_the_split(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
     import json
 
     from agents.diagnose import main
 
-    assert main(["--model", "carbon_greedy", "--seeds", "3", "--workers", "1", "--json"]) == 0
+    out_dir = ["--out", str(tmp_path / "diagnose")]  # not the working tree's results/
+    assert main(["--model", "carbon_greedy", "--seeds", "3", "--workers", "1", "--json", *out_dir]) == 0
     out = json.loads(capsys.readouterr().out)
     (row,) = out["rows"]
     assert row["seed"] == 3 and out["summary"]["scenarios"] == 1
     assert sum(row["parts_usd"].values()) == pytest.approx(
         row["benefit_usd"]["oracle"] - row["benefit_usd"]["policy"]
     )
-    assert main(["--model", "carbon_greedy", "--seeds", "3", "--workers", "1"]) == 0
+    assert main(["--model", "carbon_greedy", "--seeds", "3", "--workers", "1", *out_dir]) == 0
     text = capsys.readouterr().out
     assert "job_choice" in text and "routing" in text and "energy" in text
 
