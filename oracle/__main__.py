@@ -2,6 +2,7 @@
 
 python -m oracle --preset paper --seed 0 --config joint --out schedule.json
 python -m oracle --scenario my_scenario.json --config no_battery --time-limit 30 --gap 1e-3
+python -m oracle --scenario examples/data_spec.yaml --out schedules/   # its held-out windows
 python -m oracle compare --preset paper --seed 0 --out compare.csv
 python -m oracle compare --preset week --backend ray --ray-address auto --cache runs/compare-week
 
@@ -66,8 +67,12 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"{option.get(name, '--' + name)}:{rest}") from None
     if args.seed < 0:
         raise UsageError(f"--seed: must be >= 0 (got {args.seed})")
-    if args.scenario is not None and not args.scenario.is_file():
-        raise UsageError(f"--scenario: {args.scenario} is not a file")
+    if args.scenario is not None and not args.scenario.exists():
+        raise UsageError(
+            f"--scenario: {args.scenario} does not exist (a scenario JSON, a folder or a data spec)"
+        )
+    if args.scenario is None and args.split is not None:
+        raise UsageError("--split: only with --scenario FOLDER or a data spec")
 
 
 COLUMNS = (
@@ -89,7 +94,17 @@ def _common(parser: argparse.ArgumentParser) -> None:
     source.add_argument(
         "--preset", default="paper", choices=sorted(PRESETS), help="built-in scenario (default: paper)"
     )
-    source.add_argument("--scenario", type=Path, help="scenario JSON file (instead of --preset)")
+    source.add_argument(
+        "--scenario",
+        type=Path,
+        help="a scenario JSON, a folder of them or a data spec .yaml (instead of --preset)",
+    )
+    parser.add_argument(
+        "--split",
+        choices=("train", "validation", "heldout"),
+        default=None,
+        help="with a folder or data spec: which split to solve (default heldout; an unsplit folder: all)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="preset seed (default: 0)")
     parser.add_argument(
         "--time-limit", type=float, default=60.0, help="MIP time limit per solve, s (default: 60)"
@@ -105,10 +120,37 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--msg", action="store_true", help="show the solver log")
 
 
+def _scenarios(args: argparse.Namespace) -> list[tuple[str, Scenario]]:
+    """``(name, scenario)`` pairs to solve: the preset seed, the JSON file, or the chosen split
+    (default held-out) of a folder or data spec (:func:`envs.sources.load_scenarios`)."""
+    if args.scenario is None:
+        sc = make_scenario(args.preset, args.seed)
+        return [(sc.name, sc)]
+    if args.scenario.is_file() and args.scenario.suffix.lower() == ".json":
+        return [(args.scenario.stem, Scenario.from_json(args.scenario))]
+    from envs.sources import load_scenarios
+
+    source = load_scenarios(args.scenario)
+    chosen = list(source.split(args.split or "heldout"))
+    if not chosen:
+        raise UsageError(f"--scenario: {args.scenario} has no {args.split or 'heldout'} scenarios")
+    return chosen
+
+
 def _scenario(args: argparse.Namespace) -> Scenario:
-    if args.scenario is not None:
-        return Scenario.from_json(args.scenario)
-    return make_scenario(args.preset, args.seed)
+    """The one scenario of ``compare`` (a folder or spec must come down to one)."""
+    chosen = _scenarios(args)
+    if len(chosen) > 1:
+        names = ", ".join(name for name, _ in chosen[:3])
+        raise UsageError(
+            f"--scenario: compare takes one scenario, {args.scenario} gives {len(chosen)} ({names}, ...); "
+            "write one with Scenario.to_json and pass that file"
+        )
+    return chosen[0][1]
+
+
+def _safe_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_.@" else "_" for c in name)
 
 
 def _solve(args: argparse.Namespace, sc: Scenario, config: str) -> Schedule:
@@ -169,25 +211,45 @@ def main_solve(argv: Sequence[str]) -> int:
     )
     _common(parser)
     parser.add_argument("--config", default="joint", choices=CONFIGS, help="configuration (MODEL.md §6)")
-    parser.add_argument("--out", type=Path, default=None, help="write the schedule JSON here")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="write the schedule JSON here (several scenarios: a folder, one <name>.json each)",
+    )
     args = parser.parse_args(argv)
     _check_args(args)
-    _check_out(args.out, "--out")
-    sc = _scenario(args)
-    r = _solve(args, sc, args.config)
-    print(sc.summary())
-    print(
-        f"{args.config}: {r.status}, benefit {r.objective_usd:,.2f} USD, bound {r.bound_usd:,.2f} USD, "
-        f"gap {r.mip_gap:.3%}, build {r.build_time_s:.2f} s, solve {r.solve_time_s:.2f} s"
+    several = args.scenario is not None and not (
+        args.scenario.is_file() and args.scenario.suffix.lower() == ".json"
     )
-    if r.kpis:
-        print("  " + ", ".join(f"{key} {value:,.2f}" for key, value in r.kpis.items()))
-    if r.diagnosis:
-        print(f"  {r.diagnosis}")
-    if args.out is not None:
-        r.to_json(args.out)
-        print(f"wrote {args.out}")
-    return 0 if r.has_solution else 1
+    if several and args.out is not None:
+        if args.out.exists() and not args.out.is_dir():
+            raise UsageError(f"--out: {args.out} is a file; with a folder or data spec give a folder")
+        _check_out(args.out / "x.json" if args.out.is_dir() else args.out, "--out")
+    else:
+        _check_out(args.out, "--out")
+    chosen = _scenarios(args)
+    status = 0
+    for name, sc in chosen:
+        r = _solve(args, sc, args.config)
+        print(sc.summary() if len(chosen) == 1 else f"{name}: {sc.S} sites, {sc.T} periods, {sc.J} jobs")
+        print(
+            f"{args.config}: {r.status}, benefit {r.objective_usd:,.2f} USD, bound {r.bound_usd:,.2f} USD, "
+            f"gap {r.mip_gap:.3%}, build {r.build_time_s:.2f} s, solve {r.solve_time_s:.2f} s"
+        )
+        if r.kpis:
+            print("  " + ", ".join(f"{key} {value:,.2f}" for key, value in r.kpis.items()))
+        if r.diagnosis:
+            print(f"  {r.diagnosis}")
+        if args.out is not None:
+            target = args.out
+            if several:
+                args.out.mkdir(parents=True, exist_ok=True)
+                target = args.out / f"{_safe_name(name)}.json"
+            r.to_json(target)
+            print(f"wrote {target}")
+        status = status or (0 if r.has_solution else 1)
+    return status
 
 
 def main_compare(argv: Sequence[str]) -> int:

@@ -315,7 +315,7 @@ def test_oracle_out_into_unwritable_place_fails_before_solving(tmp_path):
         (["--time-limit", "-1"], "--time-limit: must be a finite number"),
         (["--gap", "-1"], "--gap: must be a relative gap"),
         (["--threads", "0"], "--threads: must be None"),
-        (["--scenario", "/nonexistent.json"], "--scenario: /nonexistent.json is not a file"),
+        (["--scenario", "/nonexistent.json"], "--scenario: /nonexistent.json does not exist"),
     ],
 )
 def test_oracle_cli_fails_fast_with_one_line(args, snippet):
