@@ -30,6 +30,7 @@ from agents.evaluation import (
     interrupted_message,
     parse_seeds,
     print_table,
+    training_range_note,
     write_report,
 )
 from agents.loading import add_loading_args, check_loading_args, check_model_shapes, loading_kwargs
@@ -175,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         args.preset = args.preset or "paper"
         args.seeds = list(range(20)) if args.seeds is None else args.seeds
+        note = training_range_note(args.seeds)
+        if note:
+            print(note, file=sys.stderr)
     target = {"scenarios": scenarios, "source": source} if scenarios is not None else {}
     levels = args.forecast_level
     if levels is not None and args.forecast_noise:

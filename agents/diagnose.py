@@ -302,6 +302,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         args.preset = args.preset or "paper"
         args.seeds = list(range(20)) if args.seeds is None else args.seeds
+        from agents.evaluation import training_range_note
+
+        note = training_range_note(args.seeds)
+        if note:
+            print(note, file=sys.stderr)
         what = args.preset
     if args.model not in POLICY_NAMES:
         from agents.evaluation import make_env

@@ -106,6 +106,21 @@ def default_model(run: Path = DEFAULT_RUN) -> Path:
     return run / "model.zip"
 
 
+def training_range_note(seeds: Sequence[int]) -> str | None:
+    """A one-line warning when ``seeds`` reach into the range ``train.py`` draws its scenarios from
+    (:data:`agents.imitation.TRAIN_SEED_LOW` and up): scores there are not held-out scores."""
+    from agents.imitation import TRAIN_SEED_LOW
+
+    inside = [s for s in seeds if s >= TRAIN_SEED_LOW]
+    if not inside:
+        return None
+    shown = ", ".join(map(str, inside[:3])) + (", ..." if len(inside) > 3 else "")
+    return (
+        f"note: --seeds {shown} lie in the training range (train.py draws seeds >= {TRAIN_SEED_LOW}); "
+        "a trained agent may have seen them: these are not held-out scores"
+    )
+
+
 def parse_seeds(text: str) -> list[int]:
     """``"0-19"``, ``"0,3,5"`` or a mix (``"0-4,10"``) -> a list of seeds (for ``--seeds``)."""
     seeds: list[int] = []
