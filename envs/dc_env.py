@@ -18,7 +18,7 @@ import numpy as np
 from gymnasium import spaces
 
 from envs import dynamics
-from envs.forecast import ForecastModel, forecast_model, from_sigma
+from envs.forecast import ForecastModel, resolve_forecast
 from envs.presets import PRESETS, make_scenario
 from envs.scenario import OperatingState, Scenario, ScenarioError
 
@@ -188,15 +188,7 @@ class CarbonAwareDCEnv(gym.Env[dict[str, np.ndarray], dict[str, np.ndarray]]):
             raise ValueError(f"render_mode: {render_mode!r} not in {self.metadata['render_modes']}")
         if int(forecast_horizon) < 0:
             raise ValueError(f"forecast_horizon: must be >= 0 (got {forecast_horizon!r})")
-        model = forecast_model(forecast_level)
-        if forecast_noise is not None:
-            from_noise = from_sigma(forecast_noise, field="forecast_noise")
-            if forecast_level is not None and from_noise != model:
-                raise ValueError(
-                    f"forecast_level={model.name!r} and forecast_noise={forecast_noise!r} disagree; "
-                    "pass only one (forecast_noise=sigma is shorthand for forecast_level=sigma)"
-                )
-            model = from_noise
+        model = resolve_forecast(forecast_level, forecast_noise)
         if len(scenario_seeds) == 0:
             raise ValueError("scenario_seeds: empty")
         if scenario_order not in SCENARIO_ORDERS:

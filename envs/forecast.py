@@ -315,3 +315,21 @@ def forecast_model(spec: str | float | ForecastModel | Mapping[str, Any] | None)
     if isinstance(spec, (int, float)) and not isinstance(spec, bool):
         return from_sigma(float(spec))
     raise ValueError(f"forecast_level: expected a level name, a number or a ForecastModel (got {spec!r})")
+
+
+def resolve_forecast(
+    forecast_level: str | float | ForecastModel | None, forecast_noise: float | None = None
+) -> ForecastModel:
+    """The env's forecast model from its two arguments: ``forecast_level`` (:func:`forecast_model`)
+    and the older shorthand ``forecast_noise=sigma`` (:func:`from_sigma`); both given and different
+    is an error naming both."""
+    model = forecast_model(forecast_level)
+    if forecast_noise is None:
+        return model
+    from_noise = from_sigma(forecast_noise, field="forecast_noise")
+    if forecast_level is not None and from_noise != model:
+        raise ValueError(
+            f"forecast_level={model.name!r} and forecast_noise={forecast_noise!r} disagree; "
+            "pass only one (forecast_noise=sigma is shorthand for forecast_level=sigma)"
+        )
+    return from_noise

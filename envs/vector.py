@@ -29,7 +29,7 @@ from envs.dc_env import (
     DEFAULT_VOLL_USD_PER_MWH,
     SCENARIO_ORDERS,
 )
-from envs.forecast import ForecastModel, forecast_model, from_sigma
+from envs.forecast import ForecastModel, resolve_forecast
 from envs.presets import PRESETS, make_scenario
 from envs.scenario import Scenario, ScenarioError
 from envs.vector_pool import (
@@ -137,15 +137,7 @@ class CarbonAwareDCVectorEnv(LaneStepper, VectorEnv):
             raise ValueError(f"forecast_horizon: must be >= 0 (got {forecast_horizon!r})")
         if scenario is not None and scenarios is not None:
             raise ValueError("scenario, scenarios: give at most one")
-        model = forecast_model(forecast_level)
-        if forecast_noise is not None:
-            from_noise = from_sigma(forecast_noise, field="forecast_noise")
-            if forecast_level is not None and from_noise != model:
-                raise ValueError(
-                    f"forecast_level={model.name!r} and forecast_noise={forecast_noise!r} disagree; "
-                    "pass only one"
-                )
-            model = from_noise
+        model = resolve_forecast(forecast_level, forecast_noise)
         self.num_envs = N = int(num_envs)
         self.autoreset_mode = mode
         self.metadata = {**type(self).metadata, "autoreset_mode": mode}

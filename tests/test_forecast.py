@@ -229,3 +229,16 @@ def test_bad_forecast_arguments_fail_early_and_name_the_field() -> None:
     assert LEVELS == ("exact", "good", "typical", "poor") and set(LEVELS) <= set(NAMED)
     sds = [[NAMED[lvl].error(k).sd_24 for k in SERIES] for lvl in LEVELS]
     assert np.all(np.diff(np.array(sds), axis=0) > 0)  # each level is worse on every series
+
+
+def test_level_and_noise_shorthand_resolve_alike_in_both_envs():
+    from envs.forecast import resolve_forecast
+    from envs.vector import CarbonAwareDCVectorEnv
+
+    assert resolve_forecast(None, 0.1) == resolve_forecast(0.1) == resolve_forecast(0.1, 0.1)
+    for build in (
+        lambda **kw: CarbonAwareDCEnv(preset="paper", **kw),
+        lambda **kw: CarbonAwareDCVectorEnv(2, preset="paper", **kw),
+    ):
+        with pytest.raises(ValueError, match="disagree"):
+            build(forecast_level="typical", forecast_noise=0.1)
