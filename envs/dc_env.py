@@ -18,6 +18,7 @@ import numpy as np
 from gymnasium import spaces
 
 from envs import dynamics
+from envs.dynamics import CASCADE_START, FLOW, NO_CASCADE
 from envs.forecast import ForecastModel, resolve_forecast
 from envs.presets import PRESETS, make_scenario
 from envs.scenario import OperatingState, Scenario, ScenarioError
@@ -28,16 +29,36 @@ OBS_BOUND = 10.0
 """Every scaled observation value is clipped to [-OBS_BOUND, OBS_BOUND] (prices) or [0, OBS_BOUND]."""
 
 
-class Storage(NamedTuple):
-    """Every site's battery constants as lists over sites, in the argument order of
-    :func:`envs.dynamics.battery_power` (so ``map(battery_power, b, soc, *storage, dt)`` works)."""
+class SitePeriod(NamedTuple):
+    """One site's constants for one period, as stages 3-4 read them (:meth:`CarbonAwareDCEnv._site_power`):
+    the battery constants in the argument order of :func:`envs.dynamics.battery_power`, then those
+    of :func:`envs.dynamics.complete_power` besides the set points. Precomputed for every (t, s) at
+    scenario preparation so that the per-site loop unpacks one tuple."""
 
-    charge_limit_mw: list[float]
-    discharge_limit_mw: list[float]
-    soc_min_mwh: list[float]
-    soc_max_mwh: list[float]
-    eta_charge: list[float]
-    eta_discharge: list[float]
+    charge_limit_mw: float
+    discharge_limit_mw: float
+    soc_min_mwh: float
+    soc_max_mwh: float
+    eta_charge: float
+    eta_discharge: float
+    gpu_mw: float
+    cooling: float
+    renewable_mw: float
+    gen_capacity_mw: float
+    import_limit_mw: float
+    export_cap_mw: float
+
+
+class SiteTariff(NamedTuple):
+    """One site's prices and emission factors for one period, as stage 5 reads them
+    (:func:`envs.dynamics.site_energy_terms`, same argument order)."""
+
+    price_import: float
+    price_export: float
+    gen_cost_usd_per_mwh: float
+    degradation_usd_per_mwh: float
+    carbon_intensity: float
+    gen_emissions_t_per_mwh: float
 
 
 class JobFeature(NamedTuple):
@@ -358,29 +379,39 @@ class CarbonAwareDCEnv(gym.Env[dict[str, np.ndarray], dict[str, np.ndarray]]):
         self._mask_block[:, :, 0] = True
         self._mask_block[:T, :, 1:] = self._ready_block[:T] & (self._gpus_col <= self._cap)
 
-        # Per-site constants as lists of floats, mapped with the per-site functions (stages 3-5).
-        self._storage = Storage(
+        # Per period, per site: the constants of stages 3-4 (SitePeriod) and of stage 5 (SiteTariff).
+        fixed = zip(
             self._charge_lim.tolist(),
             self._discharge_lim.tolist(),
             self._soc_min.tolist(),
             self._soc_max.tolist(),
             self._eta_c.tolist(),
             self._eta_d.tolist(),
+            self._gpu_mw.tolist(),
+            strict=True,
         )
-        self._gen_cost_l = self._gen_cost.tolist()
-        self._degr_l = self._degr.tolist()
-        self._gen_em_l = self._gen_em.tolist()
-        # Per period, per site: the constants of dynamics.complete_power besides the set points.
-        per_site = (self._gpu_mw.tolist(), self._gen_cap.tolist(), self._imp_lim.tolist())
-        self._site_power_consts = [
-            list(zip(per_site[0], cooling, renewable, per_site[1], per_site[2], export_cap, strict=True))
+        limits = list(zip(self._gen_cap.tolist(), self._imp_lim.tolist(), strict=True))
+        fixed_l = list(fixed)
+        self._site_periods = [
+            [
+                SitePeriod(*f, c, r, *lim, e)
+                for f, c, r, lim, e in zip(fixed_l, cooling, renewable, limits, export_cap, strict=True)
+            ]
             for cooling, renewable, export_cap in zip(
                 self._cooling.tolist(), self._renewable.tolist(), self._export_cap.tolist(), strict=True
             )
-        ]  # [t][s] = (gpu_mw, cooling, renewable_mw, gen_capacity_mw, import_limit_mw, export_cap_mw)
-        self._p_imp_l = self._p_imp.tolist()
-        self._p_exp_l = self._p_exp.tolist()
-        self._ci_l = self._ci.tolist()
+        ]  # [t][s]
+        costs = list(zip(self._gen_cost.tolist(), self._degr.tolist(), strict=True))
+        gen_em = self._gen_em.tolist()
+        self._site_tariffs = [
+            [
+                SiteTariff(pi, pe, gc, dg, c, ge)
+                for pi, pe, (gc, dg), c, ge in zip(p_imp, p_exp, costs, ci, gen_em, strict=True)
+            ]
+            for p_imp, p_exp, ci in zip(
+                self._p_imp.tolist(), self._p_exp.tolist(), self._ci.tolist(), strict=True
+            )
+        ]  # [t][s]
         self._soc_init_l = self._soc_init.tolist()
         self._demand_l = self._demand.tolist()
         self._revenue_l = self._revenue.tolist()
@@ -540,11 +571,11 @@ class CarbonAwareDCEnv(gym.Env[dict[str, np.ndarray], dict[str, np.ndarray]]):
         """
         if self._done:
             raise RuntimeError("the episode is over (or has not begun): call reset()")
-        start, route, battery, generator, clipped = self._read_action(action)
+        start, route, route_values, battery, generator, clipped = self._read_action(action)
         t = self._t
         repairs: dict[str, Any] = {}
         free, value_started = self._start_jobs(t, start, repairs)
-        serve, site_gpus, route_clipped = self._route_inference(t, route, free, repairs)
+        serve, site_gpus, route_clipped = self._route_inference(t, route, route_values, free, repairs)
         clipped += route_clipped
         if clipped > dynamics.REPAIR_RTOL:
             repairs["action_clipped"] = clipped
@@ -562,16 +593,16 @@ class CarbonAwareDCEnv(gym.Env[dict[str, np.ndarray], dict[str, np.ndarray]]):
         self._mask = self._action_mask(self._t)
         soc_arr = np.array(new_soc)
         flows = {
-            "grid_import_mw": site.grid_import_mw,
-            "grid_export_mw": site.grid_export_mw,
-            "renewable_used_mw": site.renewable_used_mw,
-            "curtailed_mw": site.curtailed_mw,
-            "gen_mw": site.gen_mw,
-            "charge_mw": site.charge_mw,
-            "discharge_mw": site.discharge_mw,
+            "grid_import_mw": site[FLOW.grid_import_mw],
+            "grid_export_mw": site[FLOW.grid_export_mw],
+            "renewable_used_mw": site[FLOW.renewable_used_mw],
+            "curtailed_mw": site[FLOW.curtailed_mw],
+            "gen_mw": site[FLOW.gen_mw],
+            "charge_mw": site[FLOW.charge_mw],
+            "discharge_mw": site[FLOW.discharge_mw],
             "soc_mwh": soc_arr,
-            "load_mw": site.load_mw,
-            "lost_load_mw": site.lost_load_mw,
+            "load_mw": site[FLOW.load_mw],
+            "lost_load_mw": site[FLOW.lost_load_mw],
             "serve_gpus": serve,
             "unserved_gpus": unserved,
         }
@@ -626,13 +657,13 @@ class CarbonAwareDCEnv(gym.Env[dict[str, np.ndarray], dict[str, np.ndarray]]):
         return free, value_started
 
     def _route_inference(
-        self, t: int, route: np.ndarray, free: np.ndarray, repairs: dict[str, Any]
+        self, t: int, route: np.ndarray, route_values: list[float], free: np.ndarray, repairs: dict[str, Any]
     ) -> tuple[np.ndarray, np.ndarray, float]:
         """Stage 2: repair the routing fractions (:func:`dynamics.repair_routes`) and serve
         ``fraction * demand`` on the GPUs left free, cut proportionally where a site is full
         (:func:`dynamics.serve_within_capacity`). Returns ``serve`` (K, S) GPUs, the inference GPUs
         per site (S,) and the routing fraction clipped to [0, 1] (part of ``action_clipped``)."""
-        frac, route_clipped, removed, scaled = dynamics.repair_routes(route, self._routes)
+        frac, route_clipped, removed, scaled = dynamics.repair_routes(route, self._routes, route_values)
         serve, site_gpus, cut = dynamics.serve_within_capacity(frac, self._demand[t], free)
         tol = dynamics.REPAIR_RTOL
         if removed > tol:
@@ -651,7 +682,7 @@ class CarbonAwareDCEnv(gym.Env[dict[str, np.ndarray], dict[str, np.ndarray]]):
         site_gpus: np.ndarray,
         serve: np.ndarray,
         repairs: dict[str, Any],
-    ) -> tuple[list[dynamics.SiteFlows], dynamics.SiteFlows, np.ndarray, float, list[float]]:
+    ) -> tuple[list[dynamics.SiteFlows], np.ndarray, np.ndarray, float, list[float]]:
         """Stages 3 and 4, site by site: the battery set point to charge / discharge MW within what
         the state of charge allows (:func:`dynamics.battery_power`), the generator set point to MW
         (:func:`dynamics.generator_power`), then the completed power balance
@@ -659,52 +690,47 @@ class CarbonAwareDCEnv(gym.Env[dict[str, np.ndarray], dict[str, np.ndarray]]):
         surplus and import-limit cascades) and the state of charge it leaves
         (:func:`dynamics.soc_next`).
 
-        Returns the per-site rows (``SiteFlows`` of floats), the same as one ``SiteFlows`` of (S,)
-        arrays, ``serve`` (K, S) after any inference shed by the import-limit cascade, the lost
-        load summed over sites (MW) and the next state of charge per site (MWh)."""
+        Returns the per-site rows (``SiteFlows`` of floats), the same as a (15, S) table whose row
+        ``FLOW.<name>`` is that field at every site, ``serve`` (K, S) after any inference shed by the
+        import-limit cascade, the lost load summed over sites (MW) and the next state of charge per
+        site (MWh)."""
         dt = self._dt
         rows, new_soc = [], []
         clipped_mw = 0.0
         cascaded = False
-        for b, g, soc, c_lim, d_lim, soc_lo, soc_hi, eta_c, eta_d, it_mw, gpus, c in zip(
-            battery,
-            generator,
-            self._soc,
-            *self._storage,
-            self._fixed_it[t].tolist(),
-            site_gpus.tolist(),
-            self._site_power_consts[t],
-            strict=True,
-        ):
-            gpu_mw, cooling, renewable, gen_cap, imp_lim, export_cap = c
-            charge, discharge, b_clip = dynamics.battery_power(
-                b, soc, c_lim, d_lim, soc_lo, soc_hi, eta_c, eta_d, dt
-            )
+        battery_power, generator_power = dynamics.battery_power, dynamics.generator_power
+        complete_power, soc_next = dynamics.complete_power, dynamics.soc_next
+        for b, g, soc, it_mw, gpus, c in zip(
+            battery, generator, self._soc, self._fixed_it[t].tolist(), site_gpus.tolist(),
+            self._site_periods[t], strict=True,
+        ):  # fmt: skip
+            c_lim, d_lim, soc_lo, soc_hi, eta_c, eta_d, gpu_mw, cooling, renew, gen_cap, imp_lim, exp_cap = c
+            charge, discharge, b_clip = battery_power(b, soc, c_lim, d_lim, soc_lo, soc_hi, eta_c, eta_d, dt)
             clipped_mw += b_clip
-            gen = dynamics.generator_power(g, gen_cap)
-            f = dynamics.complete_power(
-                it_mw, gpus, gpu_mw, cooling, renewable, charge, discharge, gen, gen_cap, imp_lim, export_cap
+            gen = generator_power(g, gen_cap)
+            f = complete_power(
+                it_mw, gpus, gpu_mw, cooling, renew, charge, discharge, gen, gen_cap, imp_lim, exp_cap
             )
             rows.append(f)
-            new_soc.append(
-                dynamics.soc_next(soc, f.charge_mw, f.discharge_mw, eta_c, eta_d, soc_lo, soc_hi, dt)
-            )
-            if f[dynamics.CASCADE_START :] != dynamics.NO_CASCADE:
+            new_soc.append(soc_next(soc, f.charge_mw, f.discharge_mw, eta_c, eta_d, soc_lo, soc_hi, dt))
+            if f[CASCADE_START:] != NO_CASCADE:
                 cascaded = True
         if clipped_mw > self._tol_mw:
             repairs["battery_clipped_mw"] = clipped_mw
-        table = np.fromiter(chain.from_iterable(rows), np.float64, len(rows) * N_FLOW_FIELDS)
-        site = dynamics.SiteFlows(*table.reshape(len(rows), N_FLOW_FIELDS).T)
+        # (15, S): row FLOW.<name> is that flow at every site.
+        site = np.fromiter(chain.from_iterable(rows), np.float64, len(rows) * N_FLOW_FIELDS)
+        site = site.reshape(len(rows), N_FLOW_FIELDS).T
         if not cascaded:
             return rows, site, serve, 0.0, new_soc  # nothing shed, nothing lost, nothing to report
         for key in CASCADE_FIELDS:
-            amount = getattr(site, key)
+            amount = site[getattr(FLOW, key)]
             if amount.max() > (self._tol_gpus if key == "shed_gpus" else self._tol_mw):
                 repairs[key] = float(amount.sum())
-        lost_mw = float(site.lost_load_mw.sum())
-        if site.lost_load_mw.max() > self._tol_mw:
+        lost = site[FLOW.lost_load_mw]
+        lost_mw = float(lost.sum())
+        if lost.max() > self._tol_mw:
             repairs["lost_load_mw"] = lost_mw
-        return rows, site, serve * site.keep, lost_mw, new_soc
+        return rows, site, serve * site[FLOW.keep], lost_mw, new_soc
 
     def _period_terms(
         self,
@@ -724,19 +750,9 @@ class CarbonAwareDCEnv(gym.Env[dict[str, np.ndarray], dict[str, np.ndarray]]):
         (tCO2) and the unserved GPUs per class (K,)."""
         dt = self._dt
         exp_usd = imp_usd = gen_usd = degr_usd = em = 0.0
-        for f, p_imp, p_exp, ci, g_cost, degr, g_em in zip(
-            rows,
-            self._p_imp_l[t],
-            self._p_exp_l[t],
-            self._ci_l[t],
-            self._gen_cost_l,
-            self._degr_l,
-            self._gen_em_l,
-            strict=True,
-        ):
-            e_usd, i_usd, g_usd, d_usd, e_t = dynamics.site_energy_terms(
-                f, p_imp, p_exp, g_cost, degr, ci, g_em, dt
-            )
+        site_energy_terms = dynamics.site_energy_terms
+        for f, c in zip(rows, self._site_tariffs[t], strict=True):
+            e_usd, i_usd, g_usd, d_usd, e_t = site_energy_terms(f, *c, dt)
             exp_usd += e_usd
             imp_usd += i_usd
             gen_usd += g_usd
@@ -775,9 +791,9 @@ class CarbonAwareDCEnv(gym.Env[dict[str, np.ndarray], dict[str, np.ndarray]]):
         return terms, em, np.array(unserved)
 
     def _read_action(self, action: dict[str, Any]) -> tuple[Any, ...]:
-        """The action parts: ``start`` (slots,) int64, ``route`` (K, S) float64, ``battery`` and
-        ``generator`` as lists of floats, and the total clipped from battery and generator set
-        points outside their boxes.
+        """The action parts: ``start`` (slots,) int64, ``route`` (K, S) float64 and the same as a flat
+        list, ``battery`` and ``generator`` as lists of floats, and the total clipped from battery
+        and generator set points outside their boxes.
 
         Raises ValueError for NaN or inf, for a magnitude above ``ACTION_ABS_MAX`` (so that every
         repair amount stays finite), and for a ``start`` that is not an integer choice: floats must
@@ -799,20 +815,19 @@ class CarbonAwareDCEnv(gym.Env[dict[str, np.ndarray], dict[str, np.ndarray]]):
         if start.dtype.kind != "i":
             start = _start_choices(start)
         b, g, r = battery.tolist(), generator.tolist(), route.ravel().tolist()
-        isfinite = math.isfinite
-        if not (all(map(isfinite, b)) and all(map(isfinite, g)) and all(map(isfinite, r))):
+        values = b + g + r
+        if not all(map(math.isfinite, values)):
             raise ValueError("action: NaN or inf in route, battery or generator")
-        b_lo, b_hi, g_lo, g_hi = min(b), max(b), min(g), max(g)
-        lo, hi = min(b_lo, g_lo, min(r)), max(b_hi, g_hi, max(r))
+        lo, hi = min(values), max(values)
         if lo < -ACTION_ABS_MAX or hi > ACTION_ABS_MAX:
             raise ValueError(
                 f"action: route, battery and generator values must lie within ±{ACTION_ABS_MAX:g} "
                 f"(got {lo:g} .. {hi:g}); their boxes are [0, 1], [-1, 1] and [0, 1]"
             )
         clipped = 0.0
-        if b_lo < -1.0 or b_hi > 1.0 or g_lo < 0.0 or g_hi > 1.0:
+        if lo < -1.0 or hi > 1.0 or min(g) < 0.0:  # some value may be outside its box
             clipped = sum(max(x - 1.0, -1.0 - x, 0.0) for x in b) + sum(max(x - 1.0, -x, 0.0) for x in g)
-        return start, route, b, g, clipped
+        return start, route, r, b, g, clipped
 
     # ------------------------------------------------------------------ observation
     def _action_mask(self, t: int) -> np.ndarray:

@@ -68,16 +68,20 @@ def place_starts(
     return placed, ignored, free
 
 
-def repair_routes(route: np.ndarray, routes: np.ndarray) -> tuple[np.ndarray, float, float, float]:
+def repair_routes(
+    route: np.ndarray, routes: np.ndarray, values: list[float] | None = None
+) -> tuple[np.ndarray, float, float, float]:
     """Turn requested routing fractions (K, S) into valid ones.
 
     Values are clipped to [0, 1], fractions on sites that are not routes (``routes`` (K, S), 1 where
     the latency is within the SLO, else 0) are zeroed, and a class whose fractions sum above 1 is
     scaled to 1. Returns ``(fractions, clipped, removed, scaled)``: the three repair amounts are
-    totals of fraction changed by each rule (dimensionless).
+    totals of fraction changed by each rule (dimensionless). ``values``: ``route.ravel().tolist()``
+    if the caller already has it.
     """
     clipped = 0.0
-    values = route.ravel().tolist()
+    if values is None:
+        values = route.ravel().tolist()
     if min(values) < 0.0 or max(values) > 1.0:
         frac = np.minimum(np.maximum(route, 0.0), 1.0)
         clipped = float(np.abs(frac - route).sum())
@@ -135,20 +139,26 @@ def battery_power(
     ``[soc_min_mwh, soc_max_mwh]``. Returns ``(charge_mw, discharge_mw, clipped_mw)``, the last
     being the power removed by the SoC bounds.
     """
+    # Conditional expressions rather than min / max calls: the same values, and this runs per site
+    # per step.
     if battery > 0.0:
-        want = min(battery, 1.0) * charge_limit_mw
-        charge = min(want, max((soc_max_mwh - soc_mwh) / (eta_charge * dt_h), 0.0))
+        want = (battery if battery < 1.0 else 1.0) * charge_limit_mw
+        room = (soc_max_mwh - soc_mwh) / (eta_charge * dt_h)
+        charge = want if want <= room else (room if room > 0.0 else 0.0)
         return charge, 0.0, want - charge
     if battery < 0.0:
-        want = min(-battery, 1.0) * discharge_limit_mw
-        discharge = min(want, max((soc_mwh - soc_min_mwh) * eta_discharge / dt_h, 0.0))
+        want = (-battery if battery > -1.0 else 1.0) * discharge_limit_mw
+        room = (soc_mwh - soc_min_mwh) * eta_discharge / dt_h
+        discharge = want if want <= room else (room if room > 0.0 else 0.0)
         return 0.0, discharge, want - discharge
     return 0.0, 0.0, 0.0
 
 
 def generator_power(generator: float, gen_capacity_mw: float) -> float:
     """One site's generator set point (clipped to [0, 1]) to output power, MW."""
-    return min(max(generator, 0.0), 1.0) * gen_capacity_mw
+    if generator <= 0.0:
+        return 0.0
+    return (generator if generator < 1.0 else 1.0) * gen_capacity_mw
 
 
 def soc_next(
@@ -167,7 +177,7 @@ def soc_next(
     only removes rounding (the set points were already made feasible by :func:`battery_power`).
     """
     soc = soc_mwh + (eta_charge * charge_mw - discharge_mw / eta_discharge) * dt_h
-    return min(max(soc, soc_min_mwh), soc_max_mwh)
+    return soc_min_mwh if soc < soc_min_mwh else (soc_max_mwh if soc > soc_max_mwh else soc)
 
 
 class SiteFlows(NamedTuple):
@@ -203,6 +213,9 @@ CASCADE_START = FLOW_FIELDS.index("lost_load_mw")
 five repair amounts."""
 NO_CASCADE = (0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0)
 """``flows[CASCADE_START:]`` of a site where no cascade fired: nothing lost, all kept, no repair."""
+FLOW = SiteFlows(*range(len(FLOW_FIELDS)))
+"""Index of each field in a ``SiteFlows`` row: ``table[FLOW.grid_import_mw]`` is that flow at every
+site of a (15, S) table of the rows."""
 
 
 def complete_power(
