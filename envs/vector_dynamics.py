@@ -173,13 +173,20 @@ def complete_power(
     gen_capacity_mw: np.ndarray,
     import_limit_mw: np.ndarray,
     export_cap_mw: np.ndarray,
-) -> SiteFlows:
+) -> tuple[SiteFlows, np.ndarray]:
     """Every site's power balance (S, N) completed as the MILP would (``dynamics.complete_power``:
     renewables first, deficit imported, surplus exported then curtailed, then the two cascades).
 
-    Both branches are computed for every site and selected with masks; in each branch the amounts
-    of the other are exact zeros, so ``x - 0.0`` and ``x + 0.0`` leave the single env's values."""
+    Returns the flows and the (6, S, N) block ``cascades`` whose rows are ``lost_load_mw`` and the
+    five cascade repairs (``discharge_cut_mw`` .. ``shed_gpus``, ``FLOW_FIELDS`` order); those
+    ``SiteFlows`` fields are views of it, so the step reduces all six in one call.
+
+    The cascades are computed only on the cells (site, lane) where they fire (an import above the
+    limit; a surplus left after export and curtailment), a few percent of the cells; elsewhere their
+    amounts are the exact zeros the single env computes there (``min(x, 0) = 0``, ``keep = 1``), and
+    ``x - 0.0`` / ``x + 0.0`` leave the other flows at the single env's values."""
     # In-place steps keep the single env's operations and their order (x * y == y * x exactly).
+    shape = np.broadcast_shapes(np.shape(fixed_it_mw), np.shape(inference_gpus), np.shape(cooling))
     k1 = 1.0 + cooling
     inference_it = inference_gpus * gpu_mw
     load = fixed_it_mw + inference_it
@@ -189,24 +196,8 @@ def complete_power(
     net -= gen_mw
     net -= renewable_mw
     deficit = net >= 0.0
-    excess = np.subtract(net, import_limit_mw)
-    over = deficit & (excess > 0.0)
-    excess[~over] = 0.0
-    charge_cut = np.minimum(charge_mw, excess)
-    excess -= charge_cut
-    gen_raised = np.subtract(gen_capacity_mw, gen_mw)
-    np.maximum(gen_raised, 0.0, out=gen_raised)
-    np.minimum(gen_raised, excess, out=gen_raised)
-    excess -= gen_raised
-    shed_it = excess / k1
-    np.minimum(inference_it, shed_it, out=shed_it)
-    shed_load = shed_it * k1
-    lost = excess - shed_load
-    np.maximum(lost, 0.0, out=lost)
-    has_inf = inference_it > 0.0
-    keep = np.where(has_inf, 1.0 - shed_it / np.where(has_inf, inference_it, 1.0), 1.0)
-    has_gpu = gpu_mw > 0.0
-    shed_gpus = np.where(has_gpu, shed_it / np.where(has_gpu, gpu_mw, 1.0), 0.0)
+    over = deficit & (net > import_limit_mw)  # net - limit > 0, as the single env tests it
+    grid_import = np.where(deficit, net, 0.0)
     surplus = np.negative(net)
     surplus[deficit] = 0.0
     grid_export = np.minimum(surplus, export_cap_mw)
@@ -215,18 +206,39 @@ def complete_power(
     curtailed = np.minimum(rest, renewable_mw)
     rest -= curtailed
     cut = rest > 0.0
-    discharge_cut = np.minimum(discharge_mw, rest)
-    discharge_cut[~cut] = 0.0
-    gen_cut = rest
-    gen_cut -= discharge_cut
-    np.minimum(gen_mw, gen_cut, out=gen_cut)
-    gen_cut[~cut] = 0.0
-    grid_import = np.where(over, import_limit_mw, net)
-    grid_import[~deficit] = 0.0
+
+    cascades = np.zeros((6, *shape))
+    lost, discharge_cut, gen_cut, charge_cut, gen_raised, shed_gpus = cascades
+    keep = np.ones(shape)
+    if over.any():
+        at = np.nonzero(over)
+        cell = [np.broadcast_to(x, shape)[at] for x in (
+            net, import_limit_mw, charge_mw, gen_capacity_mw, gen_mw, inference_it, k1, gpu_mw
+        )]  # fmt: skip
+        net_c, limit_c, charge_c, cap_c, gen_c, inf_c, k1_c, gpu_c = cell
+        excess = net_c - limit_c
+        c_cut = np.minimum(charge_c, excess)
+        excess -= c_cut
+        raised = np.minimum(np.maximum(cap_c - gen_c, 0.0), excess)
+        excess -= raised
+        shed_it = np.minimum(inf_c, excess / k1_c)
+        shed_load = shed_it * k1_c
+        lost[at] = np.maximum(excess - shed_load, 0.0)
+        has_inf, has_gpu = inf_c > 0.0, gpu_c > 0.0
+        keep[at] = np.where(has_inf, 1.0 - shed_it / np.where(has_inf, inf_c, 1.0), 1.0)
+        shed_gpus[at] = np.where(has_gpu, shed_it / np.where(has_gpu, gpu_c, 1.0), 0.0)
+        charge_cut[at], gen_raised[at] = c_cut, raised
+        grid_import[at] = limit_c
+        load[at] -= shed_load
+    if cut.any():
+        at = np.nonzero(cut)
+        rest_c = rest[at]
+        d_cut = np.minimum(np.broadcast_to(discharge_mw, shape)[at], rest_c)
+        discharge_cut[at] = d_cut
+        gen_cut[at] = np.minimum(np.broadcast_to(gen_mw, shape)[at], rest_c - d_cut)
     gen_out = gen_mw + gen_raised
     gen_out -= gen_cut
-    load -= shed_load
-    return SiteFlows(
+    flows = SiteFlows(
         load_mw=load,
         grid_import_mw=grid_import,
         grid_export_mw=grid_export,
@@ -243,6 +255,7 @@ def complete_power(
         gen_raised_mw=gen_raised,
         shed_gpus=shed_gpus,
     )
+    return flows, cascades
 
 
 def carbon_overrun_t(

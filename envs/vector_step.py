@@ -86,7 +86,7 @@ class LaneStepper:
         gen_cap = c[_I["gen_cap"]]
         gen = vd.generator_power(generator, gen_cap)
         fixed_it = self._fixed.take((self._lanes * T_max + t) * S + self._site_of)
-        f = vd.complete_power(
+        f, casc = vd.complete_power(
             fixed_it, site_gpus, c[_I["gpu_mw"]], cooling, renewable, charge, discharge, gen, gen_cap,
             c[_I["imp_lim"]], export_cap,
         )  # fmt: skip
@@ -96,8 +96,10 @@ class LaneStepper:
         )
         em = np.add.reduce(e_t, axis=0)
         lost = f.lost_load_mw
-        cascades = np.stack([getattr(f, key) for key in CASCADE_KEYS])
-        cascaded = (lost != 0.0).any(axis=0) | cascades.any(axis=(0, 1))
+        # Lost load and the five cascade repairs, summed and maximal over sites: (6, N) each. All
+        # amounts are >= 0, so a lane cascaded iff one of its peaks is positive.
+        casc_sum, casc_max = np.add.reduce(casc, axis=1), np.maximum.reduce(casc, axis=1)
+        cascaded = np.logical_or.reduce(casc_max > 0.0, axis=0)
         serve = serve * f.keep
         revenue_usd, unserved_usd, unserved = vd.inference_terms(
             serve, demand, self._revenue, self._penalty, dt
@@ -111,7 +113,7 @@ class LaneStepper:
         newly = self._mandatory & ~self._started & ~self._missed
         newly &= (latest <= t) | last
         self._missed |= newly
-        lost_mwh = np.add.reduce(lost, axis=0)
+        lost_mwh = casc_sum[0]
         terms = {
             "training_value_usd": value_started,
             "inference_revenue_usd": revenue_usd,
@@ -131,10 +133,9 @@ class LaneStepper:
         # 6. Repairs above the reporting tolerance (amounts per lane; 0 where not reported).
         repairs: dict[str, np.ndarray] = {"start_ignored": ignored.T, "_start_ignored": ignored.any(axis=0)}
         tol_gpus, tol_mw = self._tol_gpus, self._tol_mw
-        for key, amount in zip(CASCADE_KEYS, cascades, strict=True):
-            tol = tol_gpus if key == "shed_gpus" else tol_mw
-            _report(repairs, key, np.add.reduce(amount, axis=0), amount.max(axis=0) > tol)
-        _report(repairs, "lost_load_mw", lost_mwh, lost.max(axis=0) > tol_mw)
+        for key, amount, peak in zip(CASCADE_KEYS, casc_sum[1:], casc_max[1:], strict=True):
+            _report(repairs, key, amount, peak > (tol_gpus if key == "shed_gpus" else tol_mw))
+        _report(repairs, "lost_load_mw", lost_mwh, casc_max[0] > tol_mw)
         clipped = np.add.reduce(np.maximum(np.maximum(battery - 1.0, -1.0 - battery), 0.0), axis=0)
         clipped = clipped + np.add.reduce(np.maximum(np.maximum(generator - 1.0, -generator), 0.0), axis=0)
         clipped = clipped + route_clipped
@@ -204,13 +205,23 @@ class LaneStepper:
         fixed[at_fixed] += mw
         free[at_free] -= gpus
 
-    def _observe_flat(self, idx: np.ndarray | None = None) -> np.ndarray:
+    def _observe_flat(self, idx: np.ndarray | None = None, prefetched: tuple | None = None) -> np.ndarray:
         """(n, D) float32 flat observations of all lanes (or of lanes ``idx``) at their current period:
-        the pool's row for (scenario, period) with soc, free GPUs, carbon and started jobs written in."""
+        the pool's row for (scenario, period) with soc, free GPUs, carbon and started jobs written in.
+        ``prefetched``: ``(rows, future)`` of the rows being copied on the gather thread
+        (``_prefetch_rows``, all lanes); lanes whose row is not the one prefetched are copied again."""
         sel: Any = slice(None) if idx is None else idx
         L, c = self.obs_layout, self._site_c
         t = self._t[sel]
-        flat = self._static.take(self._row_base[sel] + t, axis=0, mode="clip")  # rows are in range
+        rows = self._row_base[sel] + t
+        if prefetched is None:
+            flat = self._static.take(rows, axis=0, mode="clip")  # rows are in range
+        else:
+            guessed, future = prefetched
+            flat = future.result()
+            stale = np.flatnonzero(guessed != rows)
+            if stale.size:
+                flat[stale] = self._static.take(rows[stale], axis=0, mode="clip")
         flat[:, L["soc"][0]] = (self._soc[:, sel] * c[_I["soc_scale"]][:, sel]).T
         flat[:, L["free_gpus"][0]] = (self._free_now[:, sel] / c[_I["cap_safe"]][:, sel]).T
         flat[:, L["carbon"][0]] = carbon_features(self._emissions[sel], self._budget[sel])

@@ -321,6 +321,29 @@ def test_same_seed_same_batch_rollout():
     assert min(pool) >= 1000 and pool != CarbonAwareDCVectorEnv(1, pool_size=8, pool_seed=1).scenario_seeds
 
 
+@pytest.mark.parametrize("level", ["exact", "typical"])
+def test_gather_thread_changes_nothing(level):
+    """The observation rows copied on the gather thread (re-copied for lanes that reset) equal the
+    rows copied in the calling thread, in both autoreset modes and with per-lane forecast draws."""
+    kw = dict(preset="paper", scenario_seeds=SEEDS, forecast_level=level)
+    threaded = CarbonAwareDCVectorEnv(4, gather_thread=True, **kw)
+    plain = CarbonAwareDCVectorEnv(4, gather_thread=False, **kw)
+    assert same(rollout(threaded, seed=2, steps=60), rollout(plain, seed=2, steps=60))
+    threaded.close()
+    assert same(rollout(threaded, seed=3, steps=30), rollout(plain, seed=3, steps=30))  # usable after close
+    a = CarbonAwareDCVectorEnv(3, gather_thread=True, autoreset_mode="SameStep", **kw)
+    b = CarbonAwareDCVectorEnv(3, gather_thread=False, autoreset_mode="SameStep", **kw)
+    for env in (a, b):
+        env.reset(seed=7)
+        env.action_space.seed(7)
+    for _ in range(50):
+        actions = a.action_space.sample()
+        (oa, ra, ta, _, ia), (ob, rb, tb, _, ib) = a.step(actions), b.step(actions)
+        assert same(oa, ob) and np.array_equal(ra, rb) and np.array_equal(ta, tb)
+        for i in np.flatnonzero(ia.get("_final_obs", np.zeros(3, dtype=bool))):
+            assert same(ia["final_obs"][i], ib["final_obs"][i])
+
+
 def test_autoreset_modes():
     kw = dict(preset="paper", scenario_seeds=SEEDS[:2])
     nxt = CarbonAwareDCVectorEnv(2, **kw)
