@@ -118,6 +118,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--mpc-stochastic-window", type=_positive_int, default=12, help="mpc_stochastic: window, periods"
     )
     parser.add_argument(
+        "--hybrid-model",
+        metavar="PATH",
+        default=None,
+        help="hybrid: the trained model that proposes the job starts (default: the agent row's model)",
+    )
+    parser.add_argument(
+        "--hybrid-window",
+        type=_positive_int,
+        default=None,
+        help="hybrid: window of the repair MILP, periods (default 24)",
+    )
+    parser.add_argument(
         "--time-limit", type=_positive, default=60.0, help="oracle MILP time limit per solve, s"
     )
     parser.add_argument(
@@ -160,6 +172,24 @@ def _check_policies(parser: argparse.ArgumentParser, policies: list[str]) -> Non
             )
 
 
+def _check_hybrid(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, policies: list[str]
+) -> str | None:
+    """The hybrid's model path when ``hybrid`` is among ``policies`` (``--hybrid-model`` or the agent
+    row's default model), checked before any work; ``--hybrid-*`` flags without ``hybrid`` fail."""
+    if "hybrid" not in policies:
+        flags = (("--hybrid-model", args.hybrid_model), ("--hybrid-window", args.hybrid_window))
+        given = [flag for flag, value in flags if value is not None]
+        if given:
+            parser.error(f"{', '.join(given)}: only with the hybrid policy (add hybrid to --policies)")
+        return None
+    model = Path(args.hybrid_model) if args.hybrid_model is not None else default_model()
+    if not model.is_file():
+        source = "--hybrid-model" if args.hybrid_model is not None else "hybrid: the default model"
+        parser.error(f"{source} {model}: no model file there (train one, or give --hybrid-model PATH)")
+    return str(model)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -200,14 +230,16 @@ def main(argv: list[str] | None = None) -> int:
     from agents.baselines import POLICY_NAMES
 
     model_specs = [p for p in policies if p not in POLICY_NAMES]
-    check_loading_args(parser, args, model_specs)
-    if model_specs:
+    hybrid_model = _check_hybrid(parser, args, policies)
+    loaded = model_specs if hybrid_model is None else list(dict.fromkeys([*model_specs, hybrid_model]))
+    check_loading_args(parser, args, loaded)
+    if loaded:
         from agents.evaluation import make_env
         from envs.presets import make_scenario
 
         first = scenarios[0][1] if scenarios else make_scenario(args.preset, args.seeds[0])
         where = f"scenario {scenarios[0][0]}" if scenarios else f"preset {args.preset}"
-        check_model_shapes(parser, model_specs, make_env(args.preset, first), where)
+        check_model_shapes(parser, loaded, make_env(args.preset, first), where)
 
     # The solver prints a banner on stdout from every process (this one and the sweep's workers):
     # stdout is pointed at /dev/null while they run, and the report is written to the saved stdout.
@@ -231,6 +263,13 @@ def main(argv: list[str] | None = None) -> int:
     }
     for spec in model_specs:
         policy_kwargs[spec] = loading_kwargs(args)
+    if hybrid_model is not None:
+        policy_kwargs["hybrid"] = {
+            "model": hybrid_model,
+            "window": args.hybrid_window or 24,
+            "time_limit_s": args.mpc_time_limit,
+            **loading_kwargs(args),
+        }
     if args.trust_pickle:
         print(
             "warning: --trust-pickle: SB3 .zip and VecNormalize files run code when loaded; use it only on "

@@ -49,7 +49,7 @@ __all__ = [
     "make_policy",
 ]
 
-POLICY_NAMES = ("greedy", "carbon_greedy", "mpc", "mpc_stochastic", "oracle")
+POLICY_NAMES = ("greedy", "carbon_greedy", "mpc", "mpc_stochastic", "oracle", "hybrid")
 """Names accepted by :func:`make_policy` (anything else is read as a path to a trained model)."""
 
 SOLVED = ("optimal", "time_limit")
@@ -263,9 +263,11 @@ class OraclePolicy(EnvPolicy):
 
 # -------------------------------------------------------------------------------------------- factory
 def make_policy(name: str, env: gym.Env, **kw: Any) -> Any:
-    """Build the controller ``name`` for ``env``: ``greedy``, ``carbon_greedy``, ``mpc``, ``oracle``, or
-    a path to a trained SB3 model (loaded by ``agents.sb3.load_policy(path, env)``). Keyword arguments
-    go to the constructor (e.g. ``window=12`` for ``mpc``)."""
+    """Build the controller ``name`` for ``env``: ``greedy``, ``carbon_greedy``, ``mpc``,
+    ``mpc_stochastic``, ``oracle``, ``hybrid`` (:class:`agents.hybrid.HybridPolicy`: the trained agent's
+    starts, the rest by a window MILP), or a path to a trained SB3 model (loaded by
+    ``agents.sb3.load_policy(path, env)``). Keyword arguments go to the constructor (e.g.
+    ``window=12`` for ``mpc``, ``model=PATH`` for ``hybrid``)."""
     if name == "greedy":
         return GreedyPolicy(env, **kw)
     if name == "carbon_greedy":
@@ -278,6 +280,10 @@ def make_policy(name: str, env: gym.Env, **kw: Any) -> Any:
         return MPCStochasticPolicy(env, **kw)
     if name == "oracle":
         return OraclePolicy(env, **kw)
+    if name == "hybrid":
+        from agents.hybrid import HybridPolicy
+
+        return HybridPolicy(env, **kw)
     path = Path(name)
     if path.suffix == ".zip" or path.exists():
         if not path.exists():

@@ -43,6 +43,7 @@ from oracle.formulation import (
 
 __all__ = [
     "CONFIGS",
+    "LATER_STARTS",
     "RENEWABLE_EPS_MW",
     "Key2",
     "Key3",
@@ -60,6 +61,7 @@ __all__ = [
     "add_variables",
     "build_model",
     "check_workload",
+    "fix_starts",
     "grid_binary_needed",
     "set_objective",
     "transform_scenario",
@@ -67,6 +69,9 @@ __all__ = [
 
 CONFIGS: tuple[str, ...] = ("joint", "compute_only", "energy_only", "no_battery", "no_routing", "no_carbon")
 """The configurations of MODEL.md §6, in table order."""
+
+LATER_STARTS: tuple[str, ...] = ("binary", "relaxed", "none")
+"""How :func:`build_model` with ``fixed_starts`` treats the job starts after the fixed periods."""
 
 
 class ModelError(ValueError):
@@ -170,6 +175,9 @@ def build_model(
     scenarios: Sequence[Scenario] | None = None,
     nonanticipative_periods: int = 1,
     shared_starts: bool = False,
+    fixed_starts: Sequence[Key3] | None = None,
+    fixed_start_periods: int = 1,
+    later_starts: str = "binary",
 ) -> Model:
     """Build the MILP of ``config`` (MODEL.md §6) for ``scenario`` from ``initial_state`` over ``window``.
 
@@ -205,7 +213,28 @@ def build_model(
         shared_starts: also share the job starts of every later period (a two-stage model: the
             window's job schedule is decided now, the energy dispatch per scenario). The MILP then
             has the deterministic model's binaries, not N times as many.
+        fixed_starts: opt-in (None: the model is unchanged). The job starts ``(job, site, period)``
+            decided elsewhere (e.g. a learned policy's, :mod:`agents.hybrid`) for the fixed periods
+            ``t0 .. t0 + fixed_start_periods - 1``: in those periods
+            ``start[j,s,t] = 1`` if ``(j, s, t)`` is listed, else ``start[j,s,t] = 0`` (bounds of the
+            start variables; see :func:`fix_starts`). Every listed start must have a variable
+            (job waiting and released, eligible site that can hold it, period in the job's start
+            window and in the fixed periods), else :class:`ModelError`. With N scenarios every
+            scenario's starts are fixed alike.
+        fixed_start_periods: how many periods from ``t0`` on ``fixed_starts`` decides (>= 1).
+        later_starts: with ``fixed_starts``, the starts after the fixed periods (one of
+            :data:`LATER_STARTS`): ``"binary"`` (the MILP), ``"relaxed"`` (continuous in [0, 1], a
+            smaller model whose later schedule is the LP relaxation's; these variables are then
+            kept out of ``Model.start``, so the polish and :func:`oracle.solve.extract` see only the
+            fixed starts) or ``"none"`` (fixed to 0: no later start, except for a mandatory job that
+            must start inside the window, whose starts stay binary so that the model stays feasible).
     """
+    if fixed_starts is None and later_starts != "binary":
+        raise ModelError(f"later_starts: {later_starts!r} needs fixed_starts (the starts it follows)")
+    if later_starts not in LATER_STARTS:
+        raise ModelError(f"later_starts: must be one of {list(LATER_STARTS)} (got {later_starts!r})")
+    if int(fixed_start_periods) < 1:
+        raise ModelError(f"fixed_start_periods: must be >= 1 (got {fixed_start_periods})")
     if scenarios is None:
         scenarios = [scenario]
     if len(scenarios) < 1:
@@ -244,7 +273,51 @@ def build_model(
     m.shared_starts = bool(shared_starts) and bool(m.members)
     add_nonanticipativity(m)
     set_objective(m)
+    if fixed_starts is not None:
+        for member in m.scenario_models:
+            fix_starts(member, fixed_starts, int(fixed_start_periods), later_starts)
     return m
+
+
+def fix_starts(m: Model, starts: Sequence[Key3], periods: int = 1, later: str = "binary") -> None:
+    """Fix the job starts of periods ``m.t0 .. m.t0 + periods - 1`` of a built model to ``starts``.
+
+    In those periods ``start[j,s,t]`` gets bounds ``[1, 1]`` if ``(j, s, t)`` is in ``starts`` and
+    ``[0, 0]`` otherwise; the later starts follow ``later`` (:data:`LATER_STARTS`, see
+    :func:`build_model`). Called after the objective is set: a relaxed start keeps its value
+    ``value_usd`` in the objective and its GPUs and power in the rows, only its integrality is
+    dropped (and it leaves ``m.start``). Raises :class:`ModelError` naming a listed start that has no
+    variable, lies outside the fixed periods, or repeats a job.
+    """
+    last = m.t0 + periods - 1
+    wanted: set[Key3] = set()
+    for entry in starts:
+        j, s, t = (int(x) for x in entry)
+        if not m.t0 <= t <= last:
+            raise ModelError(f"fixed_starts: start {(j, s, t)} is outside the fixed periods {m.t0}..{last}")
+        if (j, s, t) not in m.start:
+            raise ModelError(
+                f"fixed_starts: start {(j, s, t)} is not a possible start of the model (job already "
+                "started or not waiting, ineligible or too small site, or outside its start window)"
+            )
+        if any(job == j for job, _, _ in wanted):
+            raise ModelError(f"fixed_starts: job {j} is started twice")
+        wanted.add((j, s, t))
+    sc = m.scenario
+    keep_binary = {
+        j for j, job in enumerate(sc.jobs) if job.mandatory and job.latest_start < m.t_end
+    } - {j for j, _, _ in wanted}
+    for key, var in list(m.start.items()):
+        j, _, t = key
+        if t <= last:
+            var.lowBound = var.upBound = float(key in wanted)
+        elif j in {job for job, _, _ in wanted}:
+            var.lowBound = var.upBound = 0.0  # started in a fixed period (the once row says so too)
+        elif later == "none" and j not in keep_binary:
+            var.lowBound = var.upBound = 0.0
+        elif later == "relaxed":
+            var.cat = pulp.LpContinuous
+            del m.start[key]
 
 
 def _build_scenario(

@@ -199,6 +199,9 @@ def solve(
     scenarios: Sequence[Scenario] | None = None,
     nonanticipative_periods: int = 1,
     shared_starts: bool = False,
+    fixed_starts: Sequence[tuple[int, int, int]] | None = None,
+    fixed_start_periods: int = 1,
+    later_starts: str = "binary",
 ) -> Schedule:
     """Solve configuration ``config`` (MODEL.md §6) of ``scenario`` and return a :class:`Schedule`.
 
@@ -230,6 +233,13 @@ def solve(
             :func:`oracle.model.build_model`); the schedule is scenario 0's plan, whose first
             ``nonanticipative_periods`` periods every scenario shares, and ``bound_usd`` / the
             MIP's objective are the mean over scenarios.
+        fixed_starts / fixed_start_periods / later_starts: opt-in (None: unchanged): the job starts
+            of periods ``t0 .. t0 + fixed_start_periods - 1`` are exactly ``fixed_starts``, the later
+            ones binary, relaxed or none (see :func:`oracle.model.build_model`; the repair step of
+            :class:`agents.hybrid.HybridPolicy`). A ``previous_plan`` start takes the fixed values
+            for every start variable whose bounds are fixed. With ``"relaxed"`` the schedule lists
+            the fixed starts only and its arrays do not carry the relaxed later jobs' load (only the
+            fixed periods' decisions are meant to be used).
     """
     if config not in CONFIGS:
         raise ModelError(f"config: unknown configuration {config!r}; choose one of {list(CONFIGS)}")
@@ -246,6 +256,10 @@ def solve(
         "nonanticipative_periods": nonanticipative_periods,
         "shared_starts": shared_starts,
     }
+    if fixed_starts is not None or later_starts != "binary" or fixed_start_periods != 1:
+        options.update(
+            fixed_starts=fixed_starts, fixed_start_periods=fixed_start_periods, later_starts=later_starts
+        )
 
     def attempt(relax_budget: bool, battery_binary: bool, warm: bool) -> tuple[Model, Run]:
         tick = time.perf_counter()
@@ -257,6 +271,9 @@ def solve(
         )
         if previous_plan is not None and solver == "highs":
             start_values = shifted_plan_start(m, previous_plan)
+            if start_values is not None and fixed_starts is not None:
+                fixed = {v.name: float(v.upBound) for v in m.start.values() if v.lowBound == v.upBound}
+                start_values.update(fixed)
         run = run_mip(m, solver, deadline, mip_gap, threads, msg, start_values, highs_options)
         times[1] += time.perf_counter() - tick
         return m, run
@@ -315,6 +332,7 @@ def solve(
     if (
         m.objective == "benefit"
         and not m.members
+        and (fixed_starts is None or later_starts != "relaxed")
         and abs(lp_objective - sched.objective_usd) > 1e-6 * max(1.0, abs(lp_objective))
     ):
         notes.append(f"objective of the completed arrays differs from the LP's {lp_objective:.6f} USD")
