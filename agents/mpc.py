@@ -35,6 +35,9 @@ class MPCStochasticPolicy(MPCPolicy):
             draws from ``SeedSequence([seed, e])``, so a rerun makes the same draws.
         shared_starts: share the window's later job starts too (:func:`oracle.model.build_model`'s
             two-stage variant: N times fewer binaries).
+        antithetic: draw the scenarios in mirrored pairs
+            (:meth:`~envs.forecast.ForecastModel.sample_around`), so that with few scenarios their
+            average stays close to the forecast.
         **kw: :class:`~agents.baselines.MPCPolicy` options (``time_limit_s``, ``mip_gap``,
             ``threads``, ``warm``).
     """
@@ -48,6 +51,7 @@ class MPCStochasticPolicy(MPCPolicy):
         window: int = 12,
         seed: int = 0,
         shared_starts: bool = False,
+        antithetic: bool = False,
         **kw: object,
     ) -> None:
         if int(n_scenarios) < 1:
@@ -56,6 +60,7 @@ class MPCStochasticPolicy(MPCPolicy):
         self.n_scenarios = int(n_scenarios)
         self.seed = int(seed)
         self.shared_starts = bool(shared_starts)
+        self.antithetic = bool(antithetic)
         self.episodes = 0
         self.rng = np.random.default_rng([self.seed, 0])
         self.error_model = forecast_model(getattr(self.base, "forecast_model", None))
@@ -68,5 +73,5 @@ class MPCStochasticPolicy(MPCPolicy):
         # exact forecasts: every draw is the forecast, and N copies of one scenario only make the
         # MILP N times larger (and symmetric) for the same optimum
         n = self.n_scenarios if self.error_model.noise > 0 else 1
-        draws = self.error_model.sample_around(self.rng, forecast, n, sc.dt_h)
+        draws = self.error_model.sample_around(self.rng, forecast, n, sc.dt_h, antithetic=self.antithetic)
         return [forecast_scenario(sc, draw, period) for draw in draws]

@@ -198,12 +198,22 @@ class ForecastModel:
         return out
 
     def sample_around(
-        self, rng: np.random.Generator, forecast: Mapping[str, np.ndarray], n: int, period_h: float = 1.0
+        self,
+        rng: np.random.Generator,
+        forecast: Mapping[str, np.ndarray],
+        n: int,
+        period_h: float = 1.0,
+        antithetic: bool = False,
     ) -> list[dict[str, np.ndarray]]:
         """``n`` plausible true futures around an observed forecast, from the same error model
         read backwards (truth = forecast with an independent error of the same law):
         ``forecast[key]`` is (rows, H+1); column 0 (now) is kept; each sample's mean is the forecast
-        (``E[sample] = forecast``); series that cannot be negative stay >= 0."""
+        (``E[sample] = forecast``); series that cannot be negative stay >= 0.
+
+        ``antithetic``: the draws come in mirrored pairs (normals ``z`` and ``-z``; for odd ``n`` the
+        last draw is unpaired), so the errors' normals average to exactly zero over a pair: the same
+        law per draw, a smaller spread of the sample mean (variance reduction for a sample-average
+        model with few scenarios)."""
         if int(n) < 1:
             raise ValueError(f"n: need at least one scenario (got {n!r})")
         n = int(n)
@@ -221,7 +231,11 @@ class ForecastModel:
             if name == "price_export" and self.export_follows_import and shape in shared:
                 z = shared[shape]
             else:
-                z = self._normals(rng, key, shape, period_h, issue_axis=False)
+                if antithetic:
+                    half = self._normals(rng, key, ((n + 1) // 2, *shape[1:]), period_h, issue_axis=False)
+                    z = np.concatenate([half, -half])[:n]
+                else:
+                    z = self._normals(rng, key, shape, period_h, issue_axis=False)
                 if name == "price_import":
                     shared[shape] = z
             level = np.abs(fc).mean(axis=1)[None, :, None]
