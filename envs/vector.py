@@ -28,12 +28,14 @@ from envs.dc_env import (
     DEFAULT_MANDATORY_MISS_USD,
     DEFAULT_SOC_SHORTFALL_USD_PER_MWH,
     DEFAULT_VOLL_USD_PER_MWH,
+    FORECAST_KEYS,
     SCENARIO_ORDERS,
 )
-from envs.forecast import ForecastModel, resolve_forecast
+from envs.forecast import ALIASES, ForecastModel, resolve_forecast
 from envs.presets import PRESETS, make_scenario
-from envs.scenario import Scenario, ScenarioError
+from envs.scenario import OperatingState, Scenario, ScenarioError
 from envs.vector_pool import (
+    SERIES_FIELDS,
     SITE_FIELDS,
     ScenarioPool,
     default_pool_size,
@@ -311,6 +313,102 @@ class CarbonAwareDCVectorEnv(LaneStepper, VectorEnv):
     def pool_nbytes(self) -> int:
         """Bytes of the scenario pool (shared by all lanes)."""
         return self._pool.nbytes
+
+    # ------------------------------------------------------------------ the operator's view, batched
+    # What the safety layer (agents/safety_vector.py) reads: the single env's forecast() and
+    # state_snapshot() for every lane at once, and which pool scenario each lane plays.
+    @property
+    def pool_scenarios(self) -> tuple[Scenario, ...]:
+        """Every scenario a lane may play; lane i plays ``pool_scenarios[lane_scenario_index()[i]]``."""
+        return self._pool.scenarios
+
+    def lane_scenario_index(self) -> np.ndarray:
+        """(N,) int64: each lane's index into ``pool_scenarios`` (a copy)."""
+        return self._p.copy()
+
+    def keep_forecasts(self) -> None:
+        """Keep each lane's drawn forecasts from the next reset on, so that :meth:`forecasts` can return
+        them with noisy forecasts (exact ones are read from the pool and need nothing).
+
+        The drawn windows are otherwise used once, to write the float32 observation rows; keeping
+        them costs ``(T_max+1)·(5·S + K)·(H+1)`` float64 per lane (15 MiB per key at N = 1024 on
+        paper). They are recorded by wrapping ``forecast_model`` (its ``draw`` stores the result per
+        lane, found by its generator; every other attribute is the model's). Call it before the
+        ``reset`` whose forecasts are needed: lanes reset earlier have none kept.
+        """
+        if not self._noisy or isinstance(self.forecast_model, _KeptDraws):
+            return
+        N, T1, H1 = self.num_envs, self.T_max + 1, self.H + 1
+        rows = {key: self.K if key == "demand" else self.S for key in FORECAST_KEYS}
+        self._kept = {key: np.zeros((N, T1, rows[key], H1)) for key in FORECAST_KEYS}
+        self._kept_ok = np.zeros(N, dtype=bool)
+        self._lane_of_rng: dict[int, int] = {}
+        self.forecast_model = _KeptDraws(self.forecast_model, self._keep_draw)
+
+    def _keep_draw(self, rng: np.random.Generator, windows: dict[str, np.ndarray]) -> None:
+        """Store the forecast windows just drawn with lane generator ``rng`` (see keep_forecasts)."""
+        lane = self._lane_of_rng.get(id(rng))
+        if lane is None or self._rngs[lane] is not rng:  # new generators (a seeded reset): re-index
+            self._lane_of_rng = {id(g): n for n, g in enumerate(self._rngs) if g is not None}
+            lane = self._lane_of_rng[id(rng)]
+        for key, win in windows.items():
+            self._kept[key][lane, : win.shape[0]] = win
+        self._kept_ok[lane] = True
+
+    def forecasts(self) -> dict[str, np.ndarray]:
+        """Every lane's ``CarbonAwareDCEnv.forecast()`` at its current period, unscaled float64: the
+        same keys (``price_import``, ``price_export``, ``carbon_intensity``, ``renewable_mw``,
+        ``cooling`` (N, S, H+1), ``demand_gpus`` (N, K, H+1)), column 0 the current period, the last
+        period repeated beyond the lane's horizon. Noisy forecasts need :meth:`keep_forecasts`."""
+        if not self._started_ever:
+            raise RuntimeError("call reset() first")
+        t, H1 = self._t, self.H + 1
+        if not self._noisy:
+            # The exact window of period t is the series at t .. t+H, the last period repeated.
+            period = np.minimum(t[:, None] + np.arange(H1), self._T[:, None] - 1)
+            cols = self._p[:, None] * self.T_max + period
+            series = self._pool.series.take(cols, axis=2)  # (6, S, N, H+1)
+            out = {}
+            for key in FORECAST_KEYS:
+                if key == "demand":
+                    win = self._pool.demand.take(cols, axis=1)  # (K, N, H+1)
+                else:
+                    win = series[SERIES_FIELDS.index(key)]
+                out[ALIASES.get(key, key)] = np.ascontiguousarray(win.transpose(1, 0, 2))
+            return out
+        if not isinstance(self.forecast_model, _KeptDraws) or not self._kept_ok.all():
+            raise RuntimeError(
+                "forecasts(): noisy forecasts are kept only after keep_forecasts(); call it, then reset()"
+            )
+        return {ALIASES.get(key, key): self._kept[key][self._lanes, t] for key in FORECAST_KEYS}
+
+    def state_snapshots(self) -> dict[str, np.ndarray]:
+        """Every lane's ``CarbonAwareDCEnv.state_snapshot()`` as arrays (copies): ``period`` (N,) int64,
+        ``soc_mwh`` (N, S) MWh at the end of period - 1, ``emissions_t`` (N,) tCO2 emitted in periods
+        0 .. period-1, ``start_period`` and ``start_site`` (N, J) int64 of every started job slot (-1:
+        not started). :meth:`state_snapshot` gives one lane's as an ``OperatingState``."""
+        if not self._started_ever:
+            raise RuntimeError("call reset() first")
+        return {
+            "period": self._t.copy(),
+            "soc_mwh": self._soc.T.copy(),
+            "emissions_t": self._emissions.copy(),
+            "start_period": self._start_t.T.copy(),
+            "start_site": self._site.T.copy(),
+        }
+
+    def state_snapshot(self, i: int) -> OperatingState:
+        """Lane ``i``'s ``OperatingState``, as ``CarbonAwareDCEnv.state_snapshot()`` of the single env."""
+        if not self._started_ever:
+            raise RuntimeError("call reset() first")
+        i = int(i)
+        slots = np.flatnonzero(self._start_t[:, i] >= 0)
+        return OperatingState(
+            period=int(self._t[i]),
+            soc_mwh=tuple(float(x) for x in self._soc[:, i]),
+            job_starts=tuple((int(j), int(self._site[j, i]), int(self._start_t[j, i])) for j in slots),
+            emissions_t=float(self._emissions[i]),
+        )
 
     def _choose(self, n: int, restart: bool) -> int:
         """Pool index of lane ``n``'s next scenario, drawing from its generator now
@@ -620,6 +718,23 @@ class CarbonAwareDCVectorEnv(LaneStepper, VectorEnv):
             obs = {key: row[sl].reshape(shape) for key, (sl, shape) in self.obs_layout.items()}
             obs["period"] = np.array([t], dtype=np.int64)
             out.append({key: obs[key] for key in self.single_observation_space.spaces})
+        return out
+
+
+class _KeptDraws:
+    """A forecast model whose ``draw`` also hands each result to ``keep(rng, windows)``
+    (``CarbonAwareDCVectorEnv.keep_forecasts``); every other attribute is the wrapped model's."""
+
+    def __init__(self, model: ForecastModel, keep: Any) -> None:
+        self.model = model
+        self._keep = keep
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)
+
+    def draw(self, rng: np.random.Generator, windows: Any, period_h: float = 1.0) -> dict[str, np.ndarray]:
+        out = self.model.draw(rng, windows, period_h=period_h)
+        self._keep(rng, out)
         return out
 
 
