@@ -147,6 +147,7 @@ class CarbonAwareDCVectorEnv(LaneStepper, VectorEnv):
         model = resolve_forecast(forecast_level, forecast_noise)
         self.num_envs = N = int(num_envs)
         self._gather = ThreadPoolExecutor(1, thread_name_prefix="obs-gather") if gather_thread else None
+        self._kept: dict[str, np.ndarray] | None = None  # forecasts kept per lane (keep_forecasts)
         self.autoreset_mode = mode
         self.metadata = {**type(self).metadata, "autoreset_mode": mode}
         self.render_mode = None
@@ -332,28 +333,15 @@ class CarbonAwareDCVectorEnv(LaneStepper, VectorEnv):
 
         The drawn windows are otherwise used once, to write the float32 observation rows; keeping
         them costs ``(T_max+1)·(5·S + K)·(H+1)`` float64 per lane (15 MiB per key at N = 1024 on
-        paper). They are recorded by wrapping ``forecast_model`` (its ``draw`` stores the result per
-        lane, found by its generator; every other attribute is the model's). Call it before the
-        ``reset`` whose forecasts are needed: lanes reset earlier have none kept.
+        paper), so it is opt-in. ``_reset_lanes`` stores each lane's draw as it makes it. Call it
+        before the ``reset`` whose forecasts are needed: lanes reset earlier have none kept.
         """
-        if not self._noisy or isinstance(self.forecast_model, _KeptDraws):
+        if not self._noisy or self._kept is not None:
             return
         N, T1, H1 = self.num_envs, self.T_max + 1, self.H + 1
         rows = {key: self.K if key == "demand" else self.S for key in FORECAST_KEYS}
         self._kept = {key: np.zeros((N, T1, rows[key], H1)) for key in FORECAST_KEYS}
         self._kept_ok = np.zeros(N, dtype=bool)
-        self._lane_of_rng: dict[int, int] = {}
-        self.forecast_model = _KeptDraws(self.forecast_model, self._keep_draw)
-
-    def _keep_draw(self, rng: np.random.Generator, windows: dict[str, np.ndarray]) -> None:
-        """Store the forecast windows just drawn with lane generator ``rng`` (see keep_forecasts)."""
-        lane = self._lane_of_rng.get(id(rng))
-        if lane is None or self._rngs[lane] is not rng:  # new generators (a seeded reset): re-index
-            self._lane_of_rng = {id(g): n for n, g in enumerate(self._rngs) if g is not None}
-            lane = self._lane_of_rng[id(rng)]
-        for key, win in windows.items():
-            self._kept[key][lane, : win.shape[0]] = win
-        self._kept_ok[lane] = True
 
     def forecasts(self) -> dict[str, np.ndarray]:
         """Every lane's ``CarbonAwareDCEnv.forecast()`` at its current period, unscaled float64: the
@@ -376,7 +364,7 @@ class CarbonAwareDCVectorEnv(LaneStepper, VectorEnv):
                     win = series[SERIES_FIELDS.index(key)]
                 out[ALIASES.get(key, key)] = np.ascontiguousarray(win.transpose(1, 0, 2))
             return out
-        if not isinstance(self.forecast_model, _KeptDraws) or not self._kept_ok.all():
+        if self._kept is None or not self._kept_ok.all():
             raise RuntimeError(
                 "forecasts(): noisy forecasts are kept only after keep_forecasts(); call it, then reset()"
             )
@@ -471,6 +459,10 @@ class CarbonAwareDCVectorEnv(LaneStepper, VectorEnv):
             for n, p in zip(idx.tolist(), ps.tolist(), strict=True):
                 sc = pool.scenarios[p]
                 windows = self.forecast_model.draw(self._rngs[n], pool.windows[p], period_h=float(pool.dt[p]))
+                if self._kept is not None:  # keep_forecasts(): the draw is kept for forecasts()
+                    for key, win in windows.items():
+                        self._kept[key][n, : win.shape[0]] = win
+                    self._kept_ok[n] = True
                 rows = self._lane_static[n * T1 : n * T1 + sc.T + 1]
                 rows[:] = pool.static[p * T1 : p * T1 + sc.T + 1]
                 pool.write_forecasts(rows, windows, sc)
@@ -718,23 +710,6 @@ class CarbonAwareDCVectorEnv(LaneStepper, VectorEnv):
             obs = {key: row[sl].reshape(shape) for key, (sl, shape) in self.obs_layout.items()}
             obs["period"] = np.array([t], dtype=np.int64)
             out.append({key: obs[key] for key in self.single_observation_space.spaces})
-        return out
-
-
-class _KeptDraws:
-    """A forecast model whose ``draw`` also hands each result to ``keep(rng, windows)``
-    (``CarbonAwareDCVectorEnv.keep_forecasts``); every other attribute is the wrapped model's."""
-
-    def __init__(self, model: ForecastModel, keep: Any) -> None:
-        self.model = model
-        self._keep = keep
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.model, name)
-
-    def draw(self, rng: np.random.Generator, windows: Any, period_h: float = 1.0) -> dict[str, np.ndarray]:
-        out = self.model.draw(rng, windows, period_h=period_h)
-        self._keep(rng, out)
         return out
 
 
