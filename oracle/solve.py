@@ -121,12 +121,18 @@ class _NeedsBatteryBinary(Exception):
     """Netting freed battery power that the grid completion cannot absorb (see ``add_battery``)."""
 
 
-def extract(m: Model, initial_state: OperatingState | None = None) -> tuple[dict[str, Any], str]:
+def extract(
+    m: Model, initial_state: OperatingState | None = None, lp_load: bool = False
+) -> tuple[dict[str, Any], str]:
     """Decision arrays of a solved model, completed as the environment would complete them.
 
     Returns the arrays (keyword arguments of :func:`kpis_from_decisions` plus ``soc_mwh``) and a
     note listing anything the completion had to change by more than 1e-6. Raises
     ``_NeedsBatteryBinary`` when the netted battery power cannot be absorbed.
+
+    ``lp_load``: complete the grid against the LP's own facility load ``(1 + cooling)·it`` (MW)
+    instead of the load recomputed from the integer starts: for ``later_starts="relaxed"``, whose
+    fractional later jobs are not in ``job_start`` but draw power in the LP's balance.
     """
     sc, n = m.scenario, m.n
     job_start = sorted((j, s, t) for (j, s, t), var in m.start.items() if _value(var) > 0.5)
@@ -139,6 +145,9 @@ def extract(m: Model, initial_state: OperatingState | None = None) -> tuple[dict
     lp_soc = _array(m, m.soc, (sc.S, n))
     running = initial_state.job_starts if initial_state is not None else ()
     load = facility_load_mw(sc, job_start, serve, m.t0, running)
+    if lp_load:
+        it = np.array([[m.it_mw[s, t].value() for t in m.periods] for s in range(sc.S)]).reshape(sc.S, n)
+        load = (1.0 + sc.cooling[:, m.t0 : m.t_end]) * it
     used, grid_import, grid_export = complete_grid(sc, load, gen, charge, discharge, m.t0)
     balance = load + charge + grid_export - used - gen - discharge - grid_import
     if (
@@ -238,8 +247,8 @@ def solve(
             ones binary, relaxed or none (see :func:`oracle.model.build_model`; the repair step of
             :class:`agents.hybrid.HybridPolicy`). A ``previous_plan`` start takes the fixed values
             for every start variable whose bounds are fixed. With ``"relaxed"`` the schedule lists
-            the fixed starts only and its arrays do not carry the relaxed later jobs' load (only the
-            fixed periods' decisions are meant to be used).
+            the fixed starts only, while its grid arrays carry the relaxed later jobs' fractional
+            load (``extract(lp_load=True)``); only the fixed periods' decisions are meant for use.
     """
     if config not in CONFIGS:
         raise ModelError(f"config: unknown configuration {config!r}; choose one of {list(CONFIGS)}")
@@ -279,6 +288,7 @@ def solve(
         return m, run
 
     relaxed, battery_binary = False, False
+    relaxed_later = fixed_starts is not None and later_starts == "relaxed"
     m, run = attempt(False, False, warm_start)
     if run.status == "infeasible" and config == "energy_only" and m.budget_remaining_t is not None:
         relaxed = True
@@ -287,13 +297,13 @@ def solve(
     note = ""
     if run.status in ("optimal", "time_limit"):
         try:
-            arrays, note = extract(m, initial_state)
+            arrays, note = extract(m, initial_state, relaxed_later)
         except _NeedsBatteryBinary:
             if time.perf_counter() < deadline:
                 battery_binary = True
                 m, run = attempt(relaxed, True, warm_start)
                 if run.status in ("optimal", "time_limit"):
-                    arrays, note = extract(m, initial_state)
+                    arrays, note = extract(m, initial_state, relaxed_later)
             else:
                 run = Run(
                     "error",
@@ -332,7 +342,7 @@ def solve(
     if (
         m.objective == "benefit"
         and not m.members
-        and (fixed_starts is None or later_starts != "relaxed")
+        and not relaxed_later
         and abs(lp_objective - sched.objective_usd) > 1e-6 * max(1.0, abs(lp_objective))
     ):
         notes.append(f"objective of the completed arrays differs from the LP's {lp_objective:.6f} USD")

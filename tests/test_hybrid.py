@@ -106,6 +106,18 @@ def test_later_starts_none_and_relaxed() -> None:
     assert must.status == "optimal" and must.job_start == [(0, 0, 1)]
 
 
+def test_relaxed_later_jobs_powered_by_the_generator() -> None:
+    """A relaxed later job that the LP powers with the generator (no export, import capped): its
+    power is in the completed balance (``extract(lp_load=True)``), so the solve returns a schedule
+    (without it the generator's surplus could not be absorbed and the extraction raised)."""
+    site = make_site(capacity_mwh=0.0, gen_capacity_mw=5.0, export_limit_mw=0.0, import_limit_mw=0.25)
+    sc = make_tiny(T=3, sites=(site,), price_import=PRICES)
+    sched = solve(sc, threads=1, fixed_starts=[], later_starts="relaxed")
+    assert sched.status == "optimal" and sched.job_start == []
+    assert sched.gen_mw[0, 1] > 0.0  # the later job's generator output is part of the plan
+    np.testing.assert_allclose(sched.serve_gpus[0, 0], [2.0, 2.0, 2.0])
+
+
 def test_fixed_starts_checked() -> None:
     sc = plain_tiny()
     with pytest.raises(ModelError, match="later_starts"):
