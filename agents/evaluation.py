@@ -375,6 +375,9 @@ def make_items(
                 ident["scenario"] = [target["name"], target["digest"]]
             if kw.get("vecnormalize"):  # the statistics' contents, not only their path
                 ident["vecnormalize"] = model_digest(kw["vecnormalize"])
+            if spec == "hybrid":  # the proposing model's contents (default: the agent row's model)
+                proposer = Path(kw.get("model") or default_model())
+                ident["hybrid_model"] = model_digest(proposer) if proposer.is_file() else str(proposer)
             fingerprint = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
             key = f"{label}-{preset}-{target['seed']}" if scenarios is None else f"{label}-{target['name']}"
             items.append(

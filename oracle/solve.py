@@ -303,7 +303,14 @@ def solve(
                 battery_binary = True
                 m, run = attempt(relaxed, True, warm_start)
                 if run.status in ("optimal", "time_limit"):
-                    arrays, note = extract(m, initial_state, relaxed_later)
+                    try:
+                        arrays, note = extract(m, initial_state, relaxed_later)
+                    except _NeedsBatteryBinary:  # the binary forbids netting: not expected, but named
+                        run = Run(
+                            "error",
+                            detail=f"{run.detail}; the schedule still needs battery netting with the "
+                            "battery-mode binary (numerical tolerance?); no schedule",
+                        )
             else:
                 run = Run(
                     "error",

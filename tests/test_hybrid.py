@@ -212,3 +212,17 @@ def test_evaluate_flags_checked_early(capsys: pytest.CaptureFixture[str]) -> Non
             evaluate.main([*argv, "--seeds", str(SEED)])
         assert exc.value.code == 2
         assert message in capsys.readouterr().err
+
+
+def test_hybrid_items_are_keyed_by_the_proposers_contents(tmp_path):
+    """A retrained proposer at the same path must not reuse cached hybrid results: the item
+    fingerprint holds the model file's digest, not only its path."""
+    from agents.evaluation import make_items
+
+    model = tmp_path / "proposer.zip"
+    model.write_bytes(b"first")
+    kw = {"hybrid": {"model": str(model)}}
+    first = make_items(["hybrid"], "paper", [1000], kw)[0]["fingerprint"]
+    assert make_items(["hybrid"], "paper", [1000], kw)[0]["fingerprint"] == first
+    model.write_bytes(b"second")
+    assert make_items(["hybrid"], "paper", [1000], kw)[0]["fingerprint"] != first
