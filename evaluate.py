@@ -38,7 +38,7 @@ from envs import PRESETS
 from oracle.executor import add_backend_args, backend_kwargs
 
 DEFAULT_POLICIES = ("oracle", "mpc", "greedy", "carbon_greedy")
-LEVEL_POLICIES = ("oracle", "mpc", "mpc_stochastic", "greedy", "carbon_greedy")
+LEVEL_POLICIES = ("oracle", "mpc", "mpc_stochastic", "hybrid", "greedy", "carbon_greedy")
 """The default policies of a run across forecast levels (plus the trained model if there is one)."""
 
 
@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--mpc-scenarios", type=_positive_int, default=4, help="mpc_stochastic: forecast scenarios per solve"
     )
     parser.add_argument(
-        "--mpc-stochastic-window", type=_positive_int, default=12, help="mpc_stochastic: window, periods"
+        "--mpc-stochastic-window", type=_positive_int, default=24, help="mpc_stochastic: window, periods"
     )
     parser.add_argument(
         "--hybrid-model",
@@ -172,6 +172,19 @@ def _check_policies(parser: argparse.ArgumentParser, policies: list[str]) -> Non
             )
 
 
+def _fits(model: Path, args: argparse.Namespace, scenarios) -> bool:
+    """Whether ``model`` was trained on the observation shape of the evaluated preset or scenarios."""
+    from agents.evaluation import make_env
+    from agents.loading import model_observation_shape
+    from envs.presets import make_scenario
+    from envs.wrappers import FlatObsActionWrapper
+
+    shape = model_observation_shape(str(model))
+    first = scenarios[0][1] if scenarios else make_scenario(args.preset, args.seeds[0])
+    wanted = FlatObsActionWrapper(make_env(args.preset, first)).observation_space.shape
+    return shape is None or shape == wanted
+
+
 def _check_hybrid(
     parser: argparse.ArgumentParser, args: argparse.Namespace, policies: list[str]
 ) -> str | None:
@@ -218,13 +231,17 @@ def main(argv: list[str] | None = None) -> int:
     policies = list(defaults) if args.policies is None else args.policies.split(",")
     policies = [p.strip() for p in policies if p.strip()]
     models = args.model or []
-    missing_default = None
+    missing_default = unfit_default = None
     if args.model is None and args.policies is None:
         model = default_model()
-        if model.exists():
+        if not model.exists():
+            missing_default = model
+        elif _fits(model, args, scenarios):
             models = [str(model)]
         else:
-            missing_default = model
+            unfit_default = model
+        if models == [] and "hybrid" in policies and args.hybrid_model is None:
+            policies.remove("hybrid")  # a default row that needs the (missing or unfit) default model
     policies += [m for m in models if m not in policies]
     _check_policies(parser, policies)
     from agents.baselines import POLICY_NAMES
@@ -251,6 +268,13 @@ def main(argv: list[str] | None = None) -> int:
     note = sys.stderr if args.json else out
     if missing_default is not None:
         print(f"note: no trained model at {missing_default} (run train.py first); skipping it", file=note)
+    if unfit_default is not None:
+        where = "these scenarios give" if scenarios else f"preset {args.preset} gives"
+        print(
+            f"note: the default model {unfit_default} was trained on another observation shape than "
+            f"{where}; skipping it (and hybrid)",
+            file=note,
+        )
     noise = args.forecast_noise
     policy_kwargs = {
         "oracle": {"time_limit_s": args.time_limit},

@@ -86,10 +86,10 @@ __all__ = [
 
 # ------------------------------------------------------------------------------------------- sweeps
 DEFAULT_RUN = Path("runs/default")
+"""Where ``python train.py`` writes by default."""
 PRETRAINED = Path(__file__).resolve().parent / "pretrained" / "paper" / "ensemble.json"
 """The pretrained default agent: the 5-network ensemble of ``python train.py`` (default settings,
 ``--forecast-level typical``), pickle-free; how it was made: ``agents/pretrained/paper/README.md``."""
-"""Where ``python train.py`` writes by default."""
 
 
 def default_model(run: Path = DEFAULT_RUN) -> Path:

@@ -162,3 +162,15 @@ def test_evaluate_cli_json_end_to_end(tmp_path: Path) -> None:
         assert (out / name).stat().st_size > 0
     meta = json.loads((out / "results.json").read_text())["meta"]
     assert meta["seeds"] == [0, 1] and meta["preset"] == "paper" and "bootstrap_seed" in meta
+
+
+def test_default_model_is_skipped_where_its_shape_does_not_fit() -> None:
+    """evaluate.py adds the default model (and hybrid) to the default rows only where the model's
+    observation shape fits the evaluated preset: the shipped paper agent does not fit ``week``."""
+    import argparse
+
+    import evaluate as cli
+    from agents.evaluation import PRETRAINED
+
+    assert cli._fits(PRETRAINED, argparse.Namespace(preset="paper", seeds=[0]), None)
+    assert not cli._fits(PRETRAINED, argparse.Namespace(preset="week", seeds=[0]), None)
