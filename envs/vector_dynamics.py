@@ -56,7 +56,8 @@ def place_starts(
     valid = (requested_site > 0) & (requested_site < n_choices)
     choice = np.where(valid, requested_site, 0)
     J, N = choice.shape
-    cand = valid & allowed.reshape(n_choices, J * N)[choice.ravel(), _arange(J * N)].reshape(J, N)
+    # allowed[choice[j, n], j, n] for every (j, n), as one take on flat indices (fastest gather)
+    cand = valid & allowed.reshape(-1).take(choice * (J * N) + _arange(J * N).reshape(J, N))
     site = np.where(cand, choice - 1, -1)
     j_i, n_i = np.nonzero(cand)
     if not n_i.size:
