@@ -33,7 +33,8 @@ class SitePeriod(NamedTuple):
     """One site's constants for one period, as stages 3-4 read them (:meth:`CarbonAwareDCEnv._site_power`):
     the battery constants in the argument order of :func:`envs.dynamics.battery_power`, then those
     of :func:`envs.dynamics.complete_power` besides the set points. Precomputed for every (t, s) at
-    scenario preparation so that the per-site loop unpacks one tuple."""
+    scenario preparation, stored as a list of floats in this field order, so that the per-site loop
+    unpacks one row."""
 
     charge_limit_mw: float
     discharge_limit_mw: float
@@ -51,7 +52,8 @@ class SitePeriod(NamedTuple):
 
 class SiteTariff(NamedTuple):
     """One site's prices and emission factors for one period, as stage 5 reads them
-    (:func:`envs.dynamics.site_energy_terms`, same argument order)."""
+    (:func:`envs.dynamics.site_energy_terms`, same argument order; stored as a list of floats in
+    this field order)."""
 
     price_import: float
     price_export: float
@@ -379,39 +381,22 @@ class CarbonAwareDCEnv(gym.Env[dict[str, np.ndarray], dict[str, np.ndarray]]):
         self._mask_block[:, :, 0] = True
         self._mask_block[:T, :, 1:] = self._ready_block[:T] & (self._gpus_col <= self._cap)
 
-        # Per period, per site: the constants of stages 3-4 (SitePeriod) and of stage 5 (SiteTariff).
-        fixed = zip(
-            self._charge_lim.tolist(),
-            self._discharge_lim.tolist(),
-            self._soc_min.tolist(),
-            self._soc_max.tolist(),
-            self._eta_c.tolist(),
-            self._eta_d.tolist(),
-            self._gpu_mw.tolist(),
-            strict=True,
-        )
-        limits = list(zip(self._gen_cap.tolist(), self._imp_lim.tolist(), strict=True))
-        fixed_l = list(fixed)
-        self._site_periods = [
-            [
-                SitePeriod(*f, c, r, *lim, e)
-                for f, c, r, lim, e in zip(fixed_l, cooling, renewable, limits, export_cap, strict=True)
-            ]
-            for cooling, renewable, export_cap in zip(
-                self._cooling.tolist(), self._renewable.tolist(), self._export_cap.tolist(), strict=True
-            )
-        ]  # [t][s]
-        costs = list(zip(self._gen_cost.tolist(), self._degr.tolist(), strict=True))
-        gen_em = self._gen_em.tolist()
-        self._site_tariffs = [
-            [
-                SiteTariff(pi, pe, gc, dg, c, ge)
-                for pi, pe, (gc, dg), c, ge in zip(p_imp, p_exp, costs, ci, gen_em, strict=True)
-            ]
-            for p_imp, p_exp, ci in zip(
-                self._p_imp.tolist(), self._p_exp.tolist(), self._ci.tolist(), strict=True
-            )
-        ]  # [t][s]
+        # Per period, per site: the constants of stages 3-4 (SitePeriod) and of stage 5 (SiteTariff),
+        # as nested lists [t][s] of floats in the tuples' field order (one numpy table and one
+        # tolist: building T*S named tuples in Python cost a millisecond per week reset).
+        per_site = np.empty((T, S, len(SitePeriod._fields)))
+        per_site[:] = np.stack(
+            [self._charge_lim, self._discharge_lim, self._soc_min, self._soc_max, self._eta_c, self._eta_d,
+             self._gpu_mw, np.zeros(S), np.zeros(S), self._gen_cap, self._imp_lim, np.zeros(S)], axis=1,
+        )  # fmt: skip
+        per_site[:, :, SitePeriod._fields.index("cooling")] = self._cooling
+        per_site[:, :, SitePeriod._fields.index("renewable_mw")] = self._renewable
+        per_site[:, :, SitePeriod._fields.index("export_cap_mw")] = self._export_cap
+        self._site_periods = per_site.tolist()
+        tariff = np.empty((T, S, len(SiteTariff._fields)))
+        tariff[:, :, 0], tariff[:, :, 1], tariff[:, :, 4] = self._p_imp, self._p_exp, self._ci
+        tariff[:, :, 2], tariff[:, :, 3], tariff[:, :, 5] = self._gen_cost, self._degr, self._gen_em
+        self._site_tariffs = tariff.tolist()
         self._soc_init_l = self._soc_init.tolist()
         self._demand_l = self._demand.tolist()
         self._revenue_l = self._revenue.tolist()
