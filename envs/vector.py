@@ -47,6 +47,11 @@ from envs.vector_step import LaneStepper, clear_lanes, copy_info, lane_info
 
 _I = {name: i for i, name in enumerate(SITE_FIELDS)}
 
+GATHER_THREAD_MIN_BYTES = 4 * 2**20
+"""``gather_thread="auto"`` copies the observation rows on a second thread from this many bytes per
+step (N · D · 4). Measured idle, 2 cores, env-steps/s with / without the thread: paper N = 1,024
+(2.2 MB) 645k / 656k, N = 2,048 868k / 820k, N = 4,096 1.06M / 907k; week N = 1,024 (5.5 MB)
+380k / 358k, N = 4,096 422k / 362k."""
 DRAW_BUFFER = 64
 """Scenario draws pre-drawn per lane at a time ("random" order, exact forecasts; ``_choose_all``)."""
 
@@ -98,9 +103,11 @@ class CarbonAwareDCVectorEnv(LaneStepper, VectorEnv):
     ``scenario_order``, ``pool_size``, ``pool_seed`` (above); ``forecast_horizon``,
     ``forecast_level``, ``forecast_noise`` and the penalty values as the single env;
     ``autoreset_mode``; ``max_pool_mib`` (refuse a pool whose observation rows exceed it);
-    ``gather_thread`` (default True): copy the next observation's pre-built rows out of the pool on
-    a second thread while the step's physics runs (numpy releases the GIL for the copy, a third of
-    the step's time at N = 4096, memory-bound); False: all in the calling thread. Same results.
+    ``gather_thread`` (``"auto"``, True, False): copy the next observation's pre-built rows out of
+    the pool on a second thread while the step's physics runs (numpy releases the GIL for the
+    copy, memory-bound: 8.7 MB per step at N = 4096 on paper). ``"auto"`` (default) uses the thread
+    when that copy is at least :data:`GATHER_THREAD_MIN_BYTES` (below it, handing work to a thread
+    costs more than it saves); False: all in the calling thread. Same results either way.
     No rendering (``render_mode`` must be None).
     """
 
@@ -127,7 +134,7 @@ class CarbonAwareDCVectorEnv(LaneStepper, VectorEnv):
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
         render_mode: str | None = None,
         max_pool_mib: float = 4096.0,
-        gather_thread: bool = True,
+        gather_thread: bool | str = "auto",
     ) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs: must be an integer >= 1 (got {num_envs!r})")
@@ -146,7 +153,9 @@ class CarbonAwareDCVectorEnv(LaneStepper, VectorEnv):
             raise ValueError("scenario, scenarios: give at most one")
         model = resolve_forecast(forecast_level, forecast_noise)
         self.num_envs = N = int(num_envs)
-        self._gather = ThreadPoolExecutor(1, thread_name_prefix="obs-gather") if gather_thread else None
+        if gather_thread not in (True, False, "auto"):
+            raise ValueError(f"gather_thread: True, False or 'auto' (got {gather_thread!r})")
+        self._gather: ThreadPoolExecutor | None = None
         self._kept: dict[str, np.ndarray] | None = None  # forecasts kept per lane (keep_forecasts)
         self.autoreset_mode = mode
         self.metadata = {**type(self).metadata, "autoreset_mode": mode}
@@ -180,6 +189,10 @@ class CarbonAwareDCVectorEnv(LaneStepper, VectorEnv):
         self._pool = ScenarioPool(pool_scenarios, S, K, J, T, self.H, self.obs_layout, keep_windows=noisy)
         self._pool_seed_of = np.array(seeds, dtype=np.int64)  # pool index -> scenario seed (-1: given)
         self._alloc(N, noisy)
+        if gather_thread is True or (
+            gather_thread == "auto" and N * self._pool.D * 4 >= GATHER_THREAD_MIN_BYTES
+        ):
+            self._gather = ThreadPoolExecutor(1, thread_name_prefix="obs-gather")
 
     # ------------------------------------------------------------------ construction
     def _pool_scenarios(
