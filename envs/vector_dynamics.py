@@ -97,8 +97,11 @@ def repair_routes(
     the routes, a class summing above 1 scaled to 1. Returns ``(fractions, clipped, removed, scaled)``,
     the three repair amounts (N,) (totals of fraction changed, dimensionless)."""
     K, S, N = route.shape
-    frac = np.minimum(np.maximum(route, 0.0), 1.0)
-    clipped = np.add.reduce(np.abs(frac - route).reshape(K * S, N), axis=0)
+    if route.min() >= 0.0 and route.max() <= 1.0:  # all in [0, 1]: nothing to clip (exact zeros)
+        frac, clipped = route, np.zeros(N)
+    else:
+        frac = np.minimum(np.maximum(route, 0.0), 1.0)
+        clipped = np.add.reduce(np.abs(frac - route).reshape(K * S, N), axis=0)
     on_route = frac * routes
     total = np.add.reduce(on_route, axis=1)
     removed = np.add.reduce(frac.reshape(K * S, N), axis=0) - np.add.reduce(total, axis=0)

@@ -100,7 +100,8 @@ class LaneStepper:
         # amounts are >= 0, so a lane cascaded iff one of its peaks is positive.
         casc_sum, casc_max = np.add.reduce(casc, axis=1), np.maximum.reduce(casc, axis=1)
         cascaded = np.logical_or.reduce(casc_max > 0.0, axis=0)
-        serve = serve * f.keep
+        if casc_max[5].any():  # some site shed inference (keep < 1); elsewhere keep is exactly 1
+            serve = serve * f.keep
         revenue_usd, unserved_usd, unserved = vd.inference_terms(
             serve, demand, self._revenue, self._penalty, dt
         )
@@ -136,9 +137,13 @@ class LaneStepper:
         for key, amount, peak in zip(CASCADE_KEYS, casc_sum[1:], casc_max[1:], strict=True):
             _report(repairs, key, amount, peak > (tol_gpus if key == "shed_gpus" else tol_mw))
         _report(repairs, "lost_load_mw", lost_mwh, casc_max[0] > tol_mw)
-        clipped = np.add.reduce(np.maximum(np.maximum(battery - 1.0, -1.0 - battery), 0.0), axis=0)
-        clipped = clipped + np.add.reduce(np.maximum(np.maximum(generator - 1.0, -generator), 0.0), axis=0)
-        clipped = clipped + route_clipped
+        if battery.min() < -1.0 or battery.max() > 1.0 or generator.min() < 0.0 or generator.max() > 1.0:
+            clipped = np.add.reduce(np.maximum(np.maximum(battery - 1.0, -1.0 - battery), 0.0), axis=0)
+            over_g = np.maximum(np.maximum(generator - 1.0, -generator), 0.0)
+            clipped = clipped + np.add.reduce(over_g, axis=0)
+            clipped = clipped + route_clipped
+        else:  # every set point inside its box: the sums above would be exact zeros
+            clipped = route_clipped + 0.0
         _report(repairs, "action_clipped", clipped, clipped > REPAIR_RTOL)
         _report(repairs, "route_removed", removed, removed > REPAIR_RTOL)
         _report(repairs, "route_scaled", scaled, scaled > REPAIR_RTOL)
