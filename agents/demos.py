@@ -13,6 +13,7 @@ Files are readable with ``allow_pickle=False``: arrays ``obs`` (N, obs_dim) floa
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,26 @@ class DemoDataset:
         for name in ("actions", "seed", "period", "round"):
             if len(getattr(self, name)) != n:
                 raise ValueError(f"{name}: {len(getattr(self, name))} rows, obs has {n}")
+
+    @classmethod
+    def from_episodes(
+        cls,
+        obs: Sequence[np.ndarray],
+        actions: Sequence[np.ndarray],
+        seeds: Sequence[np.ndarray],
+        periods: Sequence[np.ndarray],
+        meta: dict[str, Any],
+    ) -> DemoDataset:
+        """A round-0 dataset from per-episode row blocks (concatenated in order)."""
+        n = sum(len(o) for o in obs)
+        return cls(
+            np.concatenate(obs),
+            np.concatenate(actions),
+            np.concatenate(seeds),
+            np.concatenate(periods),
+            np.zeros(n, dtype=np.int64),
+            meta,
+        )
 
     def __len__(self) -> int:
         return len(self.obs)

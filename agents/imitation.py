@@ -206,12 +206,4 @@ def build_oracle_dataset(
         "versions": versions(),
         **layout_meta(flat),
     }
-    n = sum(len(o) for o in obs)
-    return DemoDataset(
-        np.concatenate(obs),
-        np.concatenate(actions),
-        np.concatenate(seed_col),
-        np.concatenate(period_col),
-        np.zeros(n, dtype=np.int64),
-        meta,
-    )
+    return DemoDataset.from_episodes(obs, actions, seed_col, period_col, meta)
