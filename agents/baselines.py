@@ -126,7 +126,56 @@ def forecast_scenario(sc: Scenario, forecast: dict[str, np.ndarray], period: int
     return sc.replace(**changes)
 
 
-class MPCPolicy(EnvPolicy):
+class WindowPlanner:
+    """The rolling window solve shared by :class:`MPCPolicy` and :class:`agents.hybrid.HybridPolicy`:
+    the joint MILP over ``window`` periods from ``state``, warm-started from the previous period's
+    plan, with the pro-rated carbon budget first and the whole budget left as the retry.
+
+    Needs the attributes both set: ``scenario``, ``n_slots``, ``window``, ``time_limit_s``,
+    ``mip_gap``, ``threads``, ``warm``, ``solves``, ``last_schedule``, ``_plan_period``."""
+
+    def solve_window(
+        self, period: int, members: list[Scenario], state: OperatingState, **solve_kw: Any
+    ) -> dict[str, np.ndarray] | None:
+        """The period-``period`` action of the first window solve with a schedule (None: none had).
+
+        ``members``: the scenario(s) the window plans on (several: a scenario dimension, first
+        period shared); when the window ends before the horizon, the window first gets a share of
+        the carbon budget left proportional to its length (else the first windows would spend the
+        whole budget). ``solve_kw`` go to :func:`oracle.solve.solve` (``fixed_starts`` etc.)."""
+        from oracle.solve import ROLLING_HIGHS_OPTIONS, solve
+
+        previous = self.last_schedule if self.warm and self._plan_period == period - 1 else None
+        model_sc = members[0]
+        remaining = self.scenario.T - period
+        budgets = [model_sc.carbon_budget_t]
+        if model_sc.carbon_budget_t is not None and self.window < remaining:
+            left = max(0.0, model_sc.carbon_budget_t - state.emissions_t)
+            budgets.insert(0, state.emissions_t + left * self.window / remaining)
+        for budget in budgets:
+            self.solves += 1
+            scenarios = [member.replace(carbon_budget_t=budget) for member in members]
+            sched = solve(
+                scenarios[0],
+                "joint",
+                time_limit_s=self.time_limit_s,
+                mip_gap=self.mip_gap,
+                threads=self.threads,
+                initial_state=state,
+                window=self.window,
+                previous_plan=previous,
+                highs_options=ROLLING_HIGHS_OPTIONS if self.warm else None,
+                **({"scenarios": scenarios} if len(scenarios) > 1 else {}),
+                **solve_kw,
+            )
+            if sched.status in SOLVED and sched.has_solution:
+                self.last_schedule, self._plan_period = sched, period
+                return schedule_action(sched, period, self.n_slots)
+        self._plan_period = -1
+        return None
+
+
+class MPCPolicy(WindowPlanner, EnvPolicy):
     """Rolling-horizon MILP (model predictive control) on the env's forecasts.
 
     At each period t: build a scenario whose series from t on are ``env.unwrapped.forecast()`` (exact
@@ -176,42 +225,16 @@ class MPCPolicy(EnvPolicy):
         self.last_schedule: Any = None
 
     def act(self, period: int) -> dict[str, np.ndarray]:
-        from oracle.solve import ROLLING_HIGHS_OPTIONS, solve
-
         sc = self.scenario
         state = self.base.state_snapshot()
         fc = self.base.forecast()
-        previous = self.last_schedule if self.warm and self._plan_period == period - 1 else None
-        options = ROLLING_HIGHS_OPTIONS if self.warm else None
         if self.exact and getattr(self.base, "forecast_noise", 0.0) > 0:
             raise ValueError("MPCPolicy(exact=True) needs an env with forecast_noise=0")
         members = self.model_scenarios(sc, fc, period)
-        model_sc = members[0]
-        remaining = sc.T - period
-        budgets = [model_sc.carbon_budget_t]
-        if model_sc.carbon_budget_t is not None and self.window < remaining:
-            left = max(0.0, model_sc.carbon_budget_t - state.emissions_t)
-            budgets.insert(0, state.emissions_t + left * self.window / remaining)
-        for budget in budgets:
-            self.solves += 1
-            scenarios = [member.replace(carbon_budget_t=budget) for member in members]
-            sched = solve(
-                scenarios[0],
-                "joint",
-                time_limit_s=self.time_limit_s,
-                mip_gap=self.mip_gap,
-                threads=self.threads,
-                initial_state=state,
-                window=self.window,
-                previous_plan=previous,
-                highs_options=options,
-                scenarios=scenarios if len(scenarios) > 1 else None,
-                shared_starts=getattr(self, "shared_starts", False),
-            )
-            if sched.status in SOLVED and sched.has_solution:
-                self.last_schedule, self._plan_period = sched, period
-                return schedule_action(sched, period, self.n_slots)
-        self._plan_period = -1
+        shared = getattr(self, "shared_starts", False)
+        action = self.solve_window(period, members, state, shared_starts=shared)
+        if action is not None:
+            return action
         self.fallbacks += 1
         return greedy_action(sc, state, fc["demand_gpus"][:, 0], self.n_slots)
 

@@ -51,9 +51,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from agents.baselines import SOLVED, forecast_scenario
+from agents.baselines import WindowPlanner, forecast_scenario
 from agents.policy_base import EnvPolicy, held_gpus, obs_period
-from agents.replay import schedule_action
 from agents.safety import action_mask_from_obs
 from envs.dynamics import place_starts
 
@@ -79,7 +78,7 @@ def accepted_starts(
     return [(int(i), int(s), state.period) for i, s in placed if i < sc.J]
 
 
-class HybridPolicy(EnvPolicy):
+class HybridPolicy(WindowPlanner, EnvPolicy):
     """The agent's job starts of each period, the rest from a short-window model (module docstring).
 
     Args:
@@ -172,36 +171,11 @@ class HybridPolicy(EnvPolicy):
     def repair(self, period: int, starts: list[tuple[int, int, int]]) -> dict[str, np.ndarray] | None:
         """The period's action from the window model with this period's starts fixed to ``starts``
         (None when no solve has a schedule)."""
-        from oracle.solve import ROLLING_HIGHS_OPTIONS, solve
-
-        sc = self.scenario
         state = self.base.state_snapshot()
-        model_sc = forecast_scenario(sc, self.base.forecast(), period)
-        previous = self.last_schedule if self.warm and self._plan_period == period - 1 else None
-        budgets = [model_sc.carbon_budget_t]
-        remaining = sc.T - period
-        if model_sc.carbon_budget_t is not None and self.window < remaining:
-            left = max(0.0, model_sc.carbon_budget_t - state.emissions_t)
-            budgets.insert(0, state.emissions_t + left * self.window / remaining)
-        for budget in budgets:
-            self.solves += 1
-            sched = solve(
-                model_sc.replace(carbon_budget_t=budget),
-                "joint",
-                time_limit_s=self.time_limit_s,
-                mip_gap=self.mip_gap,
-                threads=self.threads,
-                initial_state=state,
-                window=self.window,
-                previous_plan=previous,
-                highs_options=ROLLING_HIGHS_OPTIONS if self.warm else None,
-                fixed_starts=starts,
-                later_starts=self.later_starts,
-            )
-            if sched.status in SOLVED and sched.has_solution:
-                self.last_schedule, self._plan_period = sched, period
-                return schedule_action(sched, period, self.n_slots)
-        return None
+        model_sc = forecast_scenario(self.scenario, self.base.forecast(), period)
+        return self.solve_window(
+            period, [model_sc], state, fixed_starts=starts, later_starts=self.later_starts
+        )
 
     def act(self, period: int) -> dict[str, np.ndarray]:
         raise TypeError("HybridPolicy needs the observation (the agent acts on it): call predict(obs)")
