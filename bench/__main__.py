@@ -77,9 +77,46 @@ def main(argv: list[str] | None = None) -> int:
     total = time.perf_counter() - started
     parts += ["", f"Total benchmark time: {total / 60:.1f} min."]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out, "\n".join(parts) + "\n")
+    text = "\n".join(parts) + "\n"
+    if set(chosen) != set(SECTIONS) and args.out.is_file():
+        # a partial run (--only): replace its sections in the existing file, keep the others
+        text = merge_sections(args.out.read_text(), text, parts[2])
+    atomic_write_text(args.out, text)
     print(f"Total {total / 60:.1f} min; wrote {args.out}", file=sys.stderr)
     return 0
+
+
+def _chunks(text: str) -> tuple[list[str], list[tuple[str, list[str]]]]:
+    """A results file as its header lines and its ``### <title>`` sections (title, lines); the
+    ``Total benchmark time`` line is dropped (it belongs to one run)."""
+    head: list[str] = []
+    sections: list[tuple[str, list[str]]] = []
+    for line in text.splitlines():
+        if line.startswith("Total benchmark time:"):
+            continue
+        if line.startswith("### "):
+            sections.append((line, [line]))
+        elif sections:
+            sections[-1][1].append(line)
+        else:
+            head.append(line)
+    return head, sections
+
+
+def merge_sections(old: str, new: str, run_line: str) -> str:
+    """``old`` with each section of ``new`` in place of the section of the same title (new titles are
+    appended), and a header line saying which sections ``run_line``'s run updated."""
+    head, sections = _chunks(old)
+    _, fresh = _chunks(new)
+    by_title = dict(fresh)
+    merged = [(title, by_title.pop(title, lines)) for title, lines in sections] + list(by_title.items())
+    head = [line for line in head if not line.startswith("Partial run (--only):")]
+    while head and not head[-1].strip():
+        head.pop()
+    titles = ", ".join(title[4:] for title, _ in fresh)
+    head += ["", f"Partial run (--only): {titles} updated. {run_line}", ""]
+    body = "\n".join("\n".join(lines).rstrip("\n") + "\n" for _, lines in merged)
+    return "\n".join(head) + "\n" + body
 
 
 def interrupted(

@@ -227,3 +227,24 @@ def test_bench_ctrl_c_keeps_finished_sections(monkeypatch, capsys, tmp_path) -> 
         "--out",
         str(tmp_path / "results.rest.md"),
     ]
+
+
+def test_bench_only_replaces_its_sections_and_keeps_the_others(monkeypatch, capsys, tmp_path) -> None:
+    """``--only env`` updates the env section of an existing results file in place; every other
+    section (and the header) stays."""
+    import bench.__main__ as bench_main
+    from bench import env_speed
+
+    monkeypatch.setattr(env_speed, "run", lambda **kw: "### Environment\n\nnew env table")
+    out = tmp_path / "results.md"
+    out.write_text(
+        "# Benchmarks\n\nMachine: x.\n\n### Environment\n\nold env table\n\n_env: 3 s_\n\n"
+        "### Oracle\n\noracle table\n\n_oracle: 9 s_\n\nTotal benchmark time: 1.0 min.\n"
+    )
+    assert bench_main.main(["--quick", "--only", "env", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "new env table" in text and "old env table" not in text
+    assert "oracle table" in text and "_oracle: 9 s_" in text and "Machine: x." in text
+    assert text.index("new env table") < text.index("oracle table")  # kept in place
+    assert "Partial run (--only): Environment updated." in text and "Total benchmark time" not in text
+    capsys.readouterr()
