@@ -47,7 +47,7 @@ import numpy as np
 
 from agents.demos import DemoDataset, layout_meta
 from agents.oracle_labels import results_or_raise
-from agents.rollouts import Episode, flat_env, noise_seed
+from agents.rollouts import Episode, flat_env, record_dict_actions, reset_seed
 from agents.training_scenarios import item_scenario, scenario_item
 from envs.scenario import Scenario
 from oracle.executor import run_sweep
@@ -69,12 +69,6 @@ def level_tag(forecast_level: str | float | None) -> str:
     if isinstance(forecast_level, str):
         return forecast_level
     return f"sigma{float(forecast_level):g}"
-
-
-def reset_seed(scenario: Scenario, forecast_level: str | float | None, draw: int) -> int:
-    """The ``reset`` seed of draw ``draw`` on ``scenario``: :func:`noise_seed` with forecast errors, 0
-    without (as :func:`agents.rollouts.replay_schedule` resets)."""
-    return noise_seed(scenario, draw) if forecast_level else 0
 
 
 def mpc_episode(item: dict[str, Any]) -> dict[str, Any]:
@@ -121,29 +115,18 @@ def replay_actions(
     forecast_level: str | float | None = None,
     draw: int = 0,
 ) -> Episode:
-    """Step the flat env's Dict env of ``scenario`` with recorded Dict ``actions`` and record the pairs.
-
-    The observation is ``flatten_obs`` of the Dict observation, the action ``encode_action`` of the
-    Dict action (as :func:`agents.rollouts.replay_schedule` records the oracle's); the forecast
-    errors are draw ``draw``'s. The return (USD) equals the episode's that produced ``actions``.
-    """
-    flat = flat_env(preset, scenario, forecast_horizon, forecast_level)
-    base = flat.unwrapped
-    obs, _ = base.reset(seed=reset_seed(scenario, forecast_level, draw))
-    obs_rows, act_rows, rewards = [], [], []
-    for recorded in actions:
-        action = {key: np.asarray(value) for key, value in recorded.items()}
-        obs_rows.append(flat.flatten_obs(obs))
-        act_rows.append(flat.encode_action(action))
-        obs, reward, _, _, _ = base.step(action)
-        rewards.append(reward)
-    rewards_arr = np.asarray(rewards)
-    return Episode(
-        np.stack(obs_rows),
-        np.stack(act_rows),
-        np.arange(len(obs_rows)),
-        float(rewards_arr.sum()),
-        rewards_usd=rewards_arr,
+    """Step the flat env's Dict env of ``scenario`` with recorded Dict ``actions`` (one per period)
+    and record the pairs as the oracle dataset does (:func:`agents.rollouts.record_dict_actions`);
+    the forecast errors are draw ``draw``'s. The return (USD) equals the episode's that produced
+    ``actions``."""
+    recorded = iter(actions)
+    return record_dict_actions(
+        lambda obs: {key: np.asarray(value) for key, value in next(recorded).items()},
+        scenario,
+        preset,
+        forecast_horizon,
+        forecast_level,
+        draw,
     )
 
 

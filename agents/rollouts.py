@@ -62,30 +62,31 @@ class Episode:
     rewards_usd: np.ndarray | None = None
 
 
-def replay_schedule(
-    schedule: Any,
-    preset: str,
+def reset_seed(scenario: Scenario, forecast_level: str | float | None, draw: int = 0) -> int:
+    """The ``reset`` seed of draw ``draw`` on ``scenario``: :func:`noise_seed` with forecast errors,
+    0 without (exact forecasts draw nothing)."""
+    return noise_seed(scenario, draw) if forecast_level else 0
+
+
+def record_dict_actions(
+    act: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]],
+    scenario: Scenario,
+    preset: str | None,
     forecast_horizon: int = 24,
     forecast_level: str | float | None = None,
     draw: int = 0,
 ) -> Episode:
-    """Replay an oracle schedule in an env built from ``schedule.scenario`` and record the pairs.
-
-    The env is stepped with the schedule's exact Dict action; the recorded flat action is its
-    ``encode_action``. ``return_usd`` equals ``schedule.objective_usd`` (the replay identity).
-    With ``forecast_level`` the observations carry forecast errors (draw ``draw`` of
-    :func:`noise_seed`) while the actions stay the clairvoyant oracle's (a privileged expert).
-    """
-    from agents.replay import OracleReplayPolicy
-
-    flat = flat_env(preset, schedule.scenario, forecast_horizon, forecast_level)
+    """Play one episode of ``scenario`` with an expert's Dict actions ``act(obs)`` and record the pairs
+    as the datasets store them: ``flatten_obs`` of the Dict observation, ``encode_action`` of the
+    Dict action; the env is stepped with the exact Dict action (so the return is the expert's).
+    The forecast errors are draw ``draw``'s (:func:`reset_seed`)."""
+    flat = flat_env(preset, scenario, forecast_horizon, forecast_level)
     base = flat.unwrapped
-    replay = OracleReplayPolicy(schedule)
-    obs, _ = base.reset(seed=noise_seed(schedule.scenario, draw) if forecast_level else 0)
+    obs, _ = base.reset(seed=reset_seed(scenario, forecast_level, draw))
     obs_rows, act_rows, rewards = [], [], []
     done = False
     while not done:
-        action, _ = replay.predict(obs)
+        action = act(obs)
         obs_rows.append(flat.flatten_obs(obs))
         act_rows.append(flat.encode_action(action))
         obs, reward, done, _, _ = base.step(action)
@@ -97,6 +98,33 @@ def replay_schedule(
         np.arange(len(obs_rows)),
         float(rewards_arr.sum()),
         rewards_usd=rewards_arr,
+    )
+
+
+def replay_schedule(
+    schedule: Any,
+    preset: str,
+    forecast_horizon: int = 24,
+    forecast_level: str | float | None = None,
+    draw: int = 0,
+) -> Episode:
+    """Replay an oracle schedule in an env built from ``schedule.scenario`` and record the pairs
+    (:func:`record_dict_actions`).
+
+    ``return_usd`` equals ``schedule.objective_usd`` (the replay identity). With ``forecast_level``
+    the observations carry forecast errors (draw ``draw`` of :func:`noise_seed`) while the actions
+    stay the clairvoyant oracle's (a privileged expert).
+    """
+    from agents.replay import OracleReplayPolicy
+
+    replay = OracleReplayPolicy(schedule)
+    return record_dict_actions(
+        lambda obs: replay.predict(obs)[0],
+        schedule.scenario,
+        preset,
+        forecast_horizon,
+        forecast_level,
+        draw,
     )
 
 
