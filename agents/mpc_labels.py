@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import os
 import sys
@@ -49,6 +48,7 @@ from agents.demos import DemoDataset, layout_meta
 from agents.oracle_labels import results_or_raise
 from agents.rollouts import Episode, flat_env, record_dict_actions, reset_seed
 from agents.training_scenarios import item_scenario, scenario_item
+from envs.atomic import atomic_write_json
 from envs.scenario import Scenario
 from oracle.executor import run_sweep
 
@@ -666,7 +666,7 @@ def main(argv: list[str] | None = None) -> int:
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     path = out / PROBE_FILE
-    path.write_text(json.dumps(record, indent=1))
+    atomic_write_json(path, record)
     _say(f"wrote {path} ({timings['total_s']:.0f} s in all)")
     return 0
 
