@@ -285,6 +285,7 @@ class CarbonAwareDCVectorEnv(LaneStepper, VectorEnv):
         self._free = np.zeros((N, T1, S))  # GPUs not held by running jobs, per period (row T: terminal)
         self._fixed = np.zeros((N, self.T_max, S))  # base IT + running jobs, MW, per period
         self._free_now = np.zeros((S, N))
+        self._period_buf = np.empty((N, pool.period_rows.shape[1]))  # the step's gather of period_rows
         self._mask = np.zeros((S + 1, J, N), dtype=bool)
         self._done = np.zeros(N, dtype=bool)
         self._site_c = np.zeros((len(SITE_FIELDS), S, N))

@@ -138,9 +138,13 @@ def battery_power(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Set points (S, N) in [-1, 1] to SoC-feasible ``(charge_mw, discharge_mw, clipped_mw)``
     (``dynamics.battery_power``)."""
-    want_c = np.where(battery > 0.0, np.minimum(battery, 1.0) * charge_limit_mw, 0.0)
+    # min(max(b, 0), 1) · limit is the single env's ``min(b, 1) · limit if b > 0 else 0`` (limits are
+    # finite and >= 0, so 0 · limit = 0), in two ufuncs fewer than a where.
+    want_c = np.minimum(np.maximum(battery, 0.0), 1.0)
+    want_c *= charge_limit_mw
     charge = np.minimum(want_c, np.maximum((soc_max_mwh - soc_mwh) / (eta_charge * dt_h), 0.0))
-    want_d = np.where(battery < 0.0, np.minimum(-battery, 1.0) * discharge_limit_mw, 0.0)
+    want_d = np.minimum(np.maximum(np.negative(battery), 0.0), 1.0)
+    want_d *= discharge_limit_mw
     discharge = np.minimum(want_d, np.maximum((soc_mwh - soc_min_mwh) * eta_discharge / dt_h, 0.0))
     return charge, discharge, (want_c - charge) + (want_d - discharge)
 
@@ -201,9 +205,9 @@ def complete_power(
     net -= renewable_mw
     deficit = net >= 0.0
     over = deficit & (net > import_limit_mw)  # net - limit > 0, as the single env tests it
-    grid_import = np.where(deficit, net, 0.0)
+    grid_import = np.maximum(net, 0.0)  # net where net >= 0, else 0
     surplus = np.negative(net)
-    surplus[deficit] = 0.0
+    np.maximum(surplus, 0.0, out=surplus)  # -net where net < 0, else 0
     grid_export = np.minimum(surplus, export_cap_mw)
     rest = surplus
     rest -= grid_export

@@ -57,8 +57,9 @@ class LaneStepper:
         t_now = self._t
         t = np.minimum(t_now, T - 1)
         cols = self._p * T_max + t
-        cooling, renewable, p_imp, p_exp, ci, export_cap = self._pool.series.take(cols, axis=2, mode="clip")
-        demand = self._pool.demand.take(cols, axis=1, mode="clip")
+        rows = self._pool.period_rows.take(cols, axis=0, mode="clip", out=self._period_buf).T.copy()
+        cooling, renewable, p_imp, p_exp, ci, export_cap = rows[: 6 * S].reshape(6, S, N)
+        demand = rows[6 * S :]
         gpus, value = self._job_float
         latest = self._job_int[2]
 
