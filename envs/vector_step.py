@@ -65,8 +65,8 @@ class LaneStepper:
 
         # 1. Job starts, in slot order, against the GPUs held by running jobs.
         placed, site, ignored, free = vd.place_starts(start, self._mask, gpus, self._free_now)
-        value_started = np.add.reduce(np.where(placed, value, 0.0), axis=0)
-        j_i, n_i = np.nonzero(placed)
+        value_started = np.add.reduce(value * placed, axis=0)  # values are finite: 0 where not placed
+        j_i, n_i = vd.nonzero2(placed)
         if n_i.size:
             s_i = site[j_i, n_i]
             self._started[j_i, n_i] = True
@@ -192,7 +192,7 @@ class LaneStepper:
         their power in periods ``t .. t + duration - 1``, added in slot order per lane as the single env
         adds them (the same sums to the bit)."""
         S, T_max = self.S, self.T_max
-        row, off = np.nonzero(np.arange(self._pool.max_duration) < self._job_int[0][j_i, n_i][:, None])
+        row, off = vd.nonzero2(np.arange(self._pool.max_duration) < self._job_int[0][j_i, n_i][:, None])
         n_r, s_r, tau = n_i[row], s_i[row], t_i[row] + off
         at_fixed = (n_r * T_max + tau) * S + s_r
         at_free = (n_r * (T_max + 1) + tau) * S + s_r
@@ -237,7 +237,7 @@ class LaneStepper:
         started, start_t = self._started[:, sel], self._start_t[:, sel]
         dur, latest = self._job_int[0][:, sel], self._job_int[2][:, sel]
         patch = started & ((t <= latest) | (start_t + dur > t))
-        j_i, n_i = np.nonzero(patch)
+        j_i, n_i = vd.nonzero2(patch)
         if n_i.size:
             remaining = np.maximum(start_t[j_i, n_i] + dur[j_i, n_i] - t[n_i], 0)
             values = np.zeros((n_i.size, len(_PATCH)), dtype=np.float32)
