@@ -318,6 +318,7 @@ class CarbonAwareDCVectorEnv(LaneStepper, VectorEnv):
         self._buf = np.zeros((N, DRAW_BUFFER), dtype=np.int64) if order == "random" else None
         self._buf_pos = np.full(N, DRAW_BUFFER, dtype=np.int64)
         self._started_ever = False  # reset() called at least once
+        self._stale_rows = 0  # prefetched observation rows copied again (a wrong guess; tests read it)
 
     # ------------------------------------------------------------------ lanes
     def lane_scenario(self, i: int) -> Scenario:
@@ -447,6 +448,24 @@ class CarbonAwareDCVectorEnv(LaneStepper, VectorEnv):
         k = self._orders[idx, self._pos[idx]]
         self._pos[idx] += 1
         return self._seed_pool[k]
+
+    def _peek_choices(self, idx: np.ndarray) -> np.ndarray | None:
+        """Pool indices of the scenarios lanes ``idx`` will play after their next reset, without
+        consuming the draws (exact forecasts, no reseed), or None where that is not known cheaply
+        ("cycle" / "shuffle" order). "random" refills an empty draw buffer now; ``_choose_all`` then
+        reads the same values it would have drawn (nothing else draws from the generator)."""
+        if self._given:
+            return idx.copy() if self._per_lane else np.zeros(len(idx), dtype=np.int64)
+        if not self.seed_scenarios:
+            return np.zeros(len(idx), dtype=np.int64)
+        if self.scenario_order != "random" or self._unseeded:
+            return None
+        n_seeds = len(self.scenario_seeds)
+        empty = idx[self._buf_pos[idx] >= DRAW_BUFFER]
+        for n in empty.tolist():
+            self._buf[n] = self._rngs[n].integers(n_seeds, size=DRAW_BUFFER)
+        self._buf_pos[empty] = 0
+        return self._seed_pool[self._buf[idx, self._buf_pos[idx]]]
 
     def _reset_lanes(self, idx: np.ndarray, seeds: Sequence[int | None] | None) -> None:
         """Start a new episode in lanes ``idx``: seed their generators (``seeds[n]`` not None), draw
@@ -692,12 +711,23 @@ class CarbonAwareDCVectorEnv(LaneStepper, VectorEnv):
         return self._output_obs(flat), reward, terminated, np.zeros(N, dtype=bool), info
 
     def _prefetch_rows(self) -> tuple[np.ndarray, Future] | None:
-        """Start copying the pre-built observation rows of every lane's next period (as if no lane
-        resets) on the gather thread; ``_observe_flat`` waits for it and re-copies the lanes whose
-        row turned out different (reset lanes). None without the thread."""
+        """Start copying the pre-built observation rows of every lane's next period on the gather
+        thread (for lanes reset in this step: their next scenario's first row, where
+        :meth:`_peek_choices` knows it); ``_observe_flat`` waits for it and re-copies the lanes whose
+        row turned out different. None without the thread."""
         if self._gather is None:
             return None
         rows = self._row_base + np.minimum(self._t + 1, self._T)
+        mode = self.autoreset_mode
+        if not self._noisy and mode != AutoresetMode.DISABLED:
+            # Lanes reset in this step start at row 0 of their next scenario, known beforehand with
+            # exact forecasts (noisy ones rewrite the lane's rows at the reset).
+            resetting = self._done if mode == AutoresetMode.NEXT_STEP else self._t + 1 >= self._T
+            if resetting.any():
+                idx = np.flatnonzero(resetting)
+                nxt = self._peek_choices(idx)
+                if nxt is not None:
+                    rows[idx] = nxt * (self.T_max + 1)
         out = np.empty((self.num_envs, self._static.shape[1]), dtype=self._static.dtype)
         return rows, self._gather.submit(self._static.take, rows, 0, out, "clip")
 

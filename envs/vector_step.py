@@ -228,6 +228,7 @@ class LaneStepper:
             stale = np.flatnonzero(guessed != rows)
             if stale.size:
                 flat[stale] = self._static.take(rows[stale], axis=0, mode="clip")
+                self._stale_rows += stale.size
         flat[:, L["soc"][0]] = (self._soc[:, sel] * c[_I["soc_scale"]][:, sel]).T
         flat[:, L["free_gpus"][0]] = (self._free_now[:, sel] / c[_I["cap_safe"]][:, sel]).T
         flat[:, L["carbon"][0]] = carbon_features(self._emissions[sel], self._budget[sel])

@@ -344,6 +344,28 @@ def test_gather_thread_changes_nothing(level):
             assert same(ia["final_obs"][i], ib["final_obs"][i])
 
 
+@pytest.mark.parametrize("mode", ["NextStep", "SameStep"])
+def test_gather_thread_guesses_the_rows_of_reset_lanes(mode):
+    """With exact forecasts the gather thread copies the right rows for lanes reset in the step (their
+    next scenario's first period) and none is copied twice; the rollout equals the unthreaded one."""
+    kw = dict(preset="paper", scenario_seeds=SEEDS, autoreset_mode=mode)
+    threaded = CarbonAwareDCVectorEnv(5, gather_thread=True, **kw)
+    plain = CarbonAwareDCVectorEnv(5, gather_thread=False, **kw)
+    for env in (threaded, plain):
+        env.reset(seed=11)
+    threaded.action_space.seed(11)
+    for _ in range(24 * 3 + 2):  # three autoresets of every lane
+        actions = threaded.action_space.sample()
+        (oa, ra, *_), (ob, rb, *_) = threaded.step(actions), plain.step(actions)
+        assert same(oa, ob) and np.array_equal(ra, rb)
+    assert threaded._stale_rows == 0
+    noisy = CarbonAwareDCVectorEnv(2, gather_thread=True, forecast_level="typical", **kw)
+    noisy.reset(seed=1)
+    for _ in range(26):
+        noisy.step(noisy.action_space.sample())
+    assert noisy._stale_rows == 2  # noisy forecasts rewrite a reset lane's rows: copied again
+
+
 def test_autoreset_modes():
     kw = dict(preset="paper", scenario_seeds=SEEDS[:2])
     nxt = CarbonAwareDCVectorEnv(2, **kw)
