@@ -127,6 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"forecast-error draws per oracle schedule (default {d.noise_draws}; 1 when exact)",
     )
     p.add_argument(
+        "--exact-draws",
+        type=int,
+        default=d.exact_draws,
+        help=f"of those draws, how many replay with exact forecasts (default {d.exact_draws})",
+    )
+    p.add_argument(
         "--tensorboard",
         metavar="DIR",
         default=None,
@@ -221,6 +227,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         learning_rate=args.learning_rate,
         forecast_level=None if args.forecast_level == "exact" else args.forecast_level,
         noise_draws=args.noise_draws,
+        exact_draws=args.exact_draws,
         oracle_time_limit_s=args.oracle_time_limit,
         demo_mip_gap=args.demo_mip_gap,
         window_features=args.window_features,

@@ -145,6 +145,7 @@ def build_oracle_dataset(
     forecast_level: str | float | None = None,
     noise_draws: int = 1,
     scenarios: Mapping[int, Scenario] | None = None,
+    exact_draws: int = 0,
     **sweep_kwargs: Any,
 ) -> DemoDataset:
     """Solve the oracle on ``seeds`` (in parallel) and replay each schedule into (obs, action) pairs.
@@ -153,13 +154,17 @@ def build_oracle_dataset(
     the ``seed`` column then holds the keys and the metadata their names (``scenario_names``).
 
     With ``forecast_level`` each schedule is replayed ``noise_draws`` times, each time with other
-    forecast errors in the observations (the labels stay the clairvoyant oracle's). The metadata
+    forecast errors in the observations (the labels stay the clairvoyant oracle's); the first
+    ``exact_draws`` of them with exact forecasts (the same pairs as without ``forecast_level``). The metadata
     records the preset, seeds, base seed, oracle settings, forecast level and draws, layout sizes,
     per-seed oracle objectives, timings and package versions.
     """
     if int(noise_draws) < 1:
         raise ValueError(f"noise_draws: must be >= 1 (got {noise_draws!r})")
     draws = int(noise_draws) if forecast_level else 1
+    exact = min(int(exact_draws), draws) if forecast_level else 0
+    if int(exact_draws) < 0 or (forecast_level and int(exact_draws) > draws):
+        raise ValueError(f"exact_draws: must be in 0..noise_draws ({draws}) (got {exact_draws!r})")
     tick = time.perf_counter()
     schedules = solve_schedules(
         preset,
@@ -177,7 +182,8 @@ def build_oracle_dataset(
     worst = 0.0
     for seed, sched in schedules.items():
         for draw in range(draws):
-            ep = replay_schedule(sched, preset, forecast_horizon, forecast_level, draw)
+            level = None if draw < exact else forecast_level
+            ep = replay_schedule(sched, preset, forecast_horizon, level, draw)
             worst = max(worst, abs(ep.return_usd - sched.objective_usd) / max(1.0, abs(sched.objective_usd)))
             obs.append(ep.obs)
             actions.append(ep.actions)
@@ -199,6 +205,7 @@ def build_oracle_dataset(
         "forecast_horizon": forecast_horizon,
         "forecast_level": None if not forecast_level else forecast_level,
         "noise_draws": draws,
+        "exact_draws": exact,
         "replay_max_rel_error": worst,
         "solve_wall_s": solve_s,
         "build_wall_s": time.perf_counter() - tick,

@@ -79,6 +79,7 @@ def stage_oracle_dataset(run: Run) -> DemoDataset:
         progress=cfg.progress_bar,
         forecast_level=cfg.forecast_level,
         noise_draws=cfg.noise_draws,
+        exact_draws=cfg.exact_draws,
         scenarios=run.scenarios.mapping(),
         **cfg.sweep_kwargs(),
     )

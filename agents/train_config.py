@@ -76,7 +76,8 @@ class TrainConfig:
     operators decide; None = exact): the forecast errors of every env the
     pipeline builds (dataset replays, DAgger rollouts, validation, fine-tuning). The labels stay the
     clairvoyant oracle's on the true scenario (a privileged expert); each oracle schedule is replayed
-    ``noise_draws`` times with other forecast errors in the observations.
+    ``noise_draws`` times with other forecast errors in the observations, the first
+    ``exact_draws`` of them with exact forecasts.
 
     ``tensorboard``: a folder for TensorBoard event files (SB3's logger during fine-tuning, plus the
     validation scores and BC/DAgger losses; :mod:`agents.train_log`); ``train_log.csv`` in the run
@@ -119,6 +120,7 @@ class TrainConfig:
     hp: dict[str, Any] = field(default_factory=dict)
     forecast_level: str | None = "typical"
     noise_draws: int = 3
+    exact_draws: int = 0
     scenario: str | None = None
     tensorboard: str | None = None
 
@@ -169,6 +171,9 @@ class TrainConfig:
             whole(name, 1)
         for name in ("ensemble", "noise_draws"):
             whole(name, 1)
+        whole("exact_draws", 0)
+        if self.forecast_level is not None and self.exact_draws > self.noise_draws:
+            fail("exact_draws", f"must be at most noise_draws ({self.noise_draws})")
         whole("bc_scenarios", 1 if self.bc else 0)
         whole("bc_epochs", 1 if self.bc else 0)
         rounds = self.bc and self.dagger_rounds > 0

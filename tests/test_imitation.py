@@ -246,3 +246,12 @@ def test_noisy_dataset_keeps_the_oracle_labels_and_varies_the_observations() -> 
         "paper", seeds, forecast_level="typical", noise_draws=2, progress=False, max_workers=1
     )
     np.testing.assert_array_equal(again.obs, noisy.obs)  # reproducible
+    # exact_draws=1: the first replay of each schedule sees exact forecasts, the second draw 1's errors
+    mixed = build_oracle_dataset(
+        "paper", seeds, forecast_level="typical", noise_draws=2, exact_draws=1, progress=False, max_workers=1
+    )
+    assert mixed.meta["exact_draws"] == 1 and len(mixed) == len(noisy)
+    np.testing.assert_array_equal(mixed.obs[:T], exact.obs[:T])
+    np.testing.assert_array_equal(mixed.obs[T : 2 * T], second)
+    with pytest.raises(ValueError, match="exact_draws"):
+        build_oracle_dataset("paper", seeds, forecast_level="typical", noise_draws=2, exact_draws=3)

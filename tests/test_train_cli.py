@@ -60,6 +60,8 @@ def _error(capsys, argv: list[str]) -> str:
         (["--no-bc"], "--timesteps"),
         (["--ensemble", "0"], "--ensemble"),
         (["--noise-draws", "0"], "--noise-draws"),
+        (["--exact-draws", "-1"], "--exact-draws"),
+        (["--noise-draws", "2", "--exact-draws", "3"], "--exact-draws"),
         (["--oracle-time-limit", "0"], "--oracle-time-limit"),
         (["--oracle-time-limit", "nan"], "--oracle-time-limit"),
         (["--demo-mip-gap", "1"], "--demo-mip-gap"),
