@@ -82,7 +82,10 @@ def describe(meta: dict[str, Any]) -> str:
         n = len(meta.get("scenarios") or [])
         what = source.get("evaluated", "held-out")
         return f"{Path(source['path']).name}: {n} {what} scenario{'s' * (n != 1)}"
-    return f"{meta['preset']}: {len(meta['seeds'])} held-out seeds"
+    seeds = meta["seeds"]
+    # train.py draws its scenarios from seeds >= 1000 (agents.imitation.TRAIN_SEED_LOW)
+    what = "held-out seeds" if all(int(s) < 1000 for s in seeds) else "seeds (some in the training range)"
+    return f"{meta['preset']}: {len(seeds)} {what}"
 
 
 # -------------------------------------------------------------------------------------- statistics

@@ -174,3 +174,14 @@ def test_default_model_is_skipped_where_its_shape_does_not_fit() -> None:
 
     assert cli._fits(PRETRAINED, argparse.Namespace(preset="paper", seeds=[0]), None)
     assert not cli._fits(PRETRAINED, argparse.Namespace(preset="week", seeds=[0]), None)
+
+
+def test_titles_call_seeds_held_out_only_below_the_training_range() -> None:
+    from agents.evaluation import training_range_note
+    from agents.imitation import TRAIN_SEED_LOW
+    from agents.report import describe
+
+    below, inside = [0, TRAIN_SEED_LOW - 1], [0, TRAIN_SEED_LOW]
+    assert describe({"preset": "paper", "seeds": below}) == "paper: 2 held-out seeds"
+    assert "held-out" not in describe({"preset": "paper", "seeds": inside})
+    assert training_range_note(below) is None and str(TRAIN_SEED_LOW) in training_range_note(inside)
