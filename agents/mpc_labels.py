@@ -277,6 +277,7 @@ def build_mpc_dataset(
         "forecast_horizon": forecast_horizon,
         "forecast_level": None if not forecast_level else forecast_level,
         "noise_draws": draws,
+        "exact_draws": 0,  # every draw with the level's errors (the oracle dataset's default)
         "replay_max_rel_error": worst,
         "solve_wall_s": solve_s,
         "build_wall_s": time.perf_counter() - tick,
