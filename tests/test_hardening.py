@@ -154,8 +154,15 @@ def test_tiny_time_limit_is_honoured(paper):
     # Either the build alone used the 0.01 s (error, said so) or HiGHS stopped; never a silent 1 s.
     assert elapsed < 0.9, elapsed
     assert r.status in ("error", "time_limit", "optimal")
-    if r.status == "error":  # the build used the time up, or HiGHS stopped before any incumbent
-        assert "time_limit_s used up" in r.diagnosis or "stopped before any feasible solution" in r.diagnosis
+    if r.status == "error":
+        # the build used the time up, HiGHS stopped before any incumbent, or (a slow machine) the
+        # incumbent needed the battery-mode re-solve and no time was left for it: each names the cause
+        named = (
+            "time_limit_s used up",
+            "stopped before any feasible solution",
+            "no time was left within time_limit_s",
+        )
+        assert any(text in r.diagnosis for text in named), r.diagnosis
 
 
 def test_warm_start_heuristic_keeps_inside_the_deadline():
