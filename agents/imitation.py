@@ -162,9 +162,9 @@ def build_oracle_dataset(
     if int(noise_draws) < 1:
         raise ValueError(f"noise_draws: must be >= 1 (got {noise_draws!r})")
     draws = int(noise_draws) if forecast_level else 1
-    exact = min(int(exact_draws), draws) if forecast_level else 0
     if int(exact_draws) < 0 or (forecast_level and int(exact_draws) > draws):
         raise ValueError(f"exact_draws: must be in 0..noise_draws ({draws}) (got {exact_draws!r})")
+    exact = int(exact_draws) if forecast_level else 0
     tick = time.perf_counter()
     schedules = solve_schedules(
         preset,

@@ -433,10 +433,7 @@ class CarbonAwareDCVectorEnv(LaneStepper, VectorEnv):
         leaves the generator in the state) of as many single ``integers(n)`` calls."""
         n_seeds = len(self.scenario_seeds)
         if self.scenario_order == "random":
-            empty = idx[self._buf_pos[idx] >= DRAW_BUFFER]
-            for n in empty.tolist():
-                self._buf[n] = self._rngs[n].integers(n_seeds, size=DRAW_BUFFER)
-            self._buf_pos[empty] = 0
+            self._refill_draws(idx)
             k = self._buf[idx, self._buf_pos[idx]]
             self._buf_pos[idx] += 1
             return self._seed_pool[k]
@@ -460,12 +457,16 @@ class CarbonAwareDCVectorEnv(LaneStepper, VectorEnv):
             return np.zeros(len(idx), dtype=np.int64)
         if self.scenario_order != "random" or self._unseeded:
             return None
-        n_seeds = len(self.scenario_seeds)
+        self._refill_draws(idx)
+        return self._seed_pool[self._buf[idx, self._buf_pos[idx]]]
+
+    def _refill_draws(self, idx: np.ndarray) -> None:
+        """Refill the empty draw buffers of lanes ``idx`` ("random" order): ``DRAW_BUFFER`` draws from
+        one ``integers(n, size=DRAW_BUFFER)`` call, the values of as many single calls."""
         empty = idx[self._buf_pos[idx] >= DRAW_BUFFER]
         for n in empty.tolist():
-            self._buf[n] = self._rngs[n].integers(n_seeds, size=DRAW_BUFFER)
+            self._buf[n] = self._rngs[n].integers(len(self.scenario_seeds), size=DRAW_BUFFER)
         self._buf_pos[empty] = 0
-        return self._seed_pool[self._buf[idx, self._buf_pos[idx]]]
 
     def _reset_lanes(self, idx: np.ndarray, seeds: Sequence[int | None] | None) -> None:
         """Start a new episode in lanes ``idx``: seed their generators (``seeds[n]`` not None), draw

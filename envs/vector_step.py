@@ -16,7 +16,7 @@ import numpy as np
 from envs import vector_dynamics as vd
 from envs.dc_env import JOB_FEATURES, OBS_BOUND
 from envs.dynamics import FLOW_FIELDS, REPAIR_RTOL
-from envs.vector_pool import SITE_FIELDS
+from envs.vector_pool import SERIES_FIELDS, SITE_FIELDS
 
 _I = {name: i for i, name in enumerate(SITE_FIELDS)}
 _F = len(JOB_FEATURES)
@@ -58,8 +58,9 @@ class LaneStepper:
         t = np.minimum(t_now, T - 1)
         cols = self._p * T_max + t
         rows = self._pool.period_rows.take(cols, axis=0, mode="clip", out=self._period_buf).T.copy()
-        cooling, renewable, p_imp, p_exp, ci, export_cap = rows[: 6 * S].reshape(6, S, N)
-        demand = rows[6 * S :]
+        n_series = len(SERIES_FIELDS)
+        cooling, renewable, p_imp, p_exp, ci, export_cap = rows[: n_series * S].reshape(n_series, S, N)
+        demand = rows[n_series * S :]
         gpus, value = self._job_float
         latest = self._job_int[2]
 
