@@ -273,6 +273,9 @@ class CarbonAwareDCVectorEnv(LaneStepper, VectorEnv):
         # Flat index of (lane n, period t, site s) in a (N, rows, S) array is
         # (n * rows + t) * S + s: per lane its periods are adjacent (cache-friendly range updates).
         self._site_of = np.arange(S)[:, None]
+        # ... and the (S, N) cells of period 0 in the (N, T_max, S) and (N, T_max + 1, S) tables
+        self._fixed_at0 = self._lanes * self.T_max * S + self._site_of
+        self._free_at0 = self._lanes * T1 * S + self._site_of
         self._p = np.zeros(N, dtype=np.int64)
         self._t = np.zeros(N, dtype=np.int64)
         self._T = np.ones(N, dtype=np.int64)
@@ -286,6 +289,8 @@ class CarbonAwareDCVectorEnv(LaneStepper, VectorEnv):
         self._fixed = np.zeros((N, self.T_max, S))  # base IT + running jobs, MW, per period
         self._free_now = np.zeros((S, N))
         self._period_buf = np.empty((N, pool.period_rows.shape[1]))  # the step's gather of period_rows
+        self._period_tbuf = np.empty_like(self._period_buf)  # the same, on the gather thread
+        self._period_next: tuple[np.ndarray, Future] | None = None  # (guessed rows, their gather)
         self._mask = np.zeros((S + 1, J, N), dtype=bool)
         self._done = np.zeros(N, dtype=bool)
         self._site_c = np.zeros((len(SITE_FIELDS), S, N))
@@ -301,6 +306,7 @@ class CarbonAwareDCVectorEnv(LaneStepper, VectorEnv):
         self._dt = np.ones(N)
         self._inv_T = np.ones(N)
         self._budget = np.full(N, np.nan)
+        self._budgets_positive = False  # every lane has a budget > 0 (carbon_features' short path)
         self._carbon_price = np.zeros(N)
         self._tol_gpus = np.zeros(N)
         self._tol_mw = np.zeros(N)
@@ -319,6 +325,7 @@ class CarbonAwareDCVectorEnv(LaneStepper, VectorEnv):
         self._buf_pos = np.full(N, DRAW_BUFFER, dtype=np.int64)
         self._started_ever = False  # reset() called at least once
         self._stale_rows = 0  # prefetched observation rows copied again (a wrong guess; tests read it)
+        self._stale_periods = 0  # prefetched period rows of the physics gathered again (the same)
 
     # ------------------------------------------------------------------ lanes
     def lane_scenario(self, i: int) -> Scenario:
@@ -514,6 +521,7 @@ class CarbonAwareDCVectorEnv(LaneStepper, VectorEnv):
         self._penalty[:, lanes] = pool.penalty[:, ps]
         for name in ("dt", "T", "inv_T", "budget", "carbon_price", "tol_gpus", "tol_mw"):
             getattr(self, f"_{name}")[lanes] = getattr(pool, name)[ps]
+        self._budgets_positive = bool((self._budget > 0.0).all())  # NaN (no budget) is not
         cap = pool.site[_I["cap"]][:, ps]
         self._t[lanes] = 0
         self._soc[:, lanes] = pool.site[_I["soc_init"]][:, ps]
@@ -675,8 +683,9 @@ class CarbonAwareDCVectorEnv(LaneStepper, VectorEnv):
         if mode == AutoresetMode.DISABLED and resetting.any():
             lanes = np.flatnonzero(resetting)[:5].tolist()
             raise RuntimeError(f"lanes {lanes} are done: call reset(options={{'reset_mask': ...}}) first")
+        periods, self._period_next = self._period_next, None  # gathered during the previous step
         prefetch = self._prefetch_rows()
-        reward, terminated, info = self._physics(start, route, battery, generator)
+        reward, terminated, info = self._physics(start, route, battery, generator, periods)
         N = self.num_envs
         terminal = final_info = None
         every = np.ones(N, dtype=bool)
@@ -719,6 +728,7 @@ class CarbonAwareDCVectorEnv(LaneStepper, VectorEnv):
         if self._gather is None:
             return None
         rows = self._row_base + np.minimum(self._t + 1, self._T)
+        cols = self._p * self.T_max + np.minimum(self._t + 1, self._T - 1)  # next step's period rows
         mode = self.autoreset_mode
         if not self._noisy and mode != AutoresetMode.DISABLED:
             # Lanes reset in this step start at row 0 of their next scenario, known beforehand with
@@ -729,8 +739,12 @@ class CarbonAwareDCVectorEnv(LaneStepper, VectorEnv):
                 nxt = self._peek_choices(idx)
                 if nxt is not None:
                     rows[idx] = nxt * (self.T_max + 1)
+                    cols[idx] = nxt * self.T_max
         out = np.empty((self.num_envs, self._static.shape[1]), dtype=self._static.dtype)
-        return rows, self._gather.submit(self._static.take, rows, 0, out, "clip")
+        future = self._gather.submit(self._static.take, rows, 0, out, "clip")
+        # after the observation rows (which this step waits for): the next step's period rows
+        self._period_next = (cols, self._gather.submit(self._pool.gather_periods, cols, self._period_tbuf))
+        return rows, future
 
     def close(self, **kwargs: Any) -> None:
         """Stop the gather thread (the env can still be used: it then gathers in the calling thread)."""

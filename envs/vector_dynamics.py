@@ -43,6 +43,15 @@ def nonzero2(a: np.ndarray) -> tuple[np.ndarray, ...]:
     return np.divmod(np.flatnonzero(a), a.shape[1])
 
 
+def _cells(x: np.ndarray, shape: tuple[int, ...], k: np.ndarray) -> np.ndarray:
+    """``x`` broadcast to ``shape``, at the flat (C-order) cell indices ``k``: one ``take`` on the
+    flat array where ``x`` already has that shape (2-3x faster than a tuple fancy index)."""
+    x = np.asarray(x)
+    if x.shape == shape and x.flags.c_contiguous:
+        return x.reshape(-1).take(k)
+    return np.broadcast_to(x, shape)[np.unravel_index(k, shape)]
+
+
 def place_starts(
     requested_site: np.ndarray, allowed: np.ndarray, gpus: np.ndarray, free_gpus: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -228,11 +237,10 @@ def complete_power(
     lost, discharge_cut, gen_cut, charge_cut, gen_raised, shed_gpus = cascades
     keep = np.ones(shape)
     if over.any():
-        at = nonzero2(over)
-        cell = [np.broadcast_to(x, shape)[at] for x in (
+        k = np.flatnonzero(over)
+        net_c, limit_c, charge_c, cap_c, gen_c, inf_c, k1_c, gpu_c = (_cells(x, shape, k) for x in (
             net, import_limit_mw, charge_mw, gen_capacity_mw, gen_mw, inference_it, k1, gpu_mw
-        )]  # fmt: skip
-        net_c, limit_c, charge_c, cap_c, gen_c, inf_c, k1_c, gpu_c = cell
+        ))  # fmt: skip
         excess = net_c - limit_c
         c_cut = np.minimum(charge_c, excess)
         excess -= c_cut
@@ -240,19 +248,20 @@ def complete_power(
         excess -= raised
         shed_it = np.minimum(inf_c, excess / k1_c)
         shed_load = shed_it * k1_c
-        lost[at] = np.maximum(excess - shed_load, 0.0)
+        flat_lost, flat_keep, flat_shed = lost.reshape(-1), keep.reshape(-1), shed_gpus.reshape(-1)
+        flat_lost[k] = np.maximum(excess - shed_load, 0.0)
         has_inf, has_gpu = inf_c > 0.0, gpu_c > 0.0
-        keep[at] = np.where(has_inf, 1.0 - shed_it / np.where(has_inf, inf_c, 1.0), 1.0)
-        shed_gpus[at] = np.where(has_gpu, shed_it / np.where(has_gpu, gpu_c, 1.0), 0.0)
-        charge_cut[at], gen_raised[at] = c_cut, raised
-        grid_import[at] = limit_c
-        load[at] -= shed_load
+        flat_keep[k] = np.where(has_inf, 1.0 - shed_it / np.where(has_inf, inf_c, 1.0), 1.0)
+        flat_shed[k] = np.where(has_gpu, shed_it / np.where(has_gpu, gpu_c, 1.0), 0.0)
+        charge_cut.reshape(-1)[k], gen_raised.reshape(-1)[k] = c_cut, raised
+        grid_import.reshape(-1)[k] = limit_c
+        load.reshape(-1)[k] -= shed_load
     if cut.any():
-        at = nonzero2(cut)
-        rest_c = rest[at]
-        d_cut = np.minimum(np.broadcast_to(discharge_mw, shape)[at], rest_c)
-        discharge_cut[at] = d_cut
-        gen_cut[at] = np.minimum(np.broadcast_to(gen_mw, shape)[at], rest_c - d_cut)
+        k = np.flatnonzero(cut)
+        rest_c = rest.reshape(-1).take(k)
+        d_cut = np.minimum(_cells(discharge_mw, shape, k), rest_c)
+        discharge_cut.reshape(-1)[k] = d_cut
+        gen_cut.reshape(-1)[k] = np.minimum(_cells(gen_mw, shape, k), rest_c - d_cut)
     gen_out = gen_mw + gen_raised
     gen_out -= gen_cut
     flows = SiteFlows(

@@ -192,6 +192,11 @@ class ScenarioPool:
             np.concatenate([self.series.reshape(len(SERIES_FIELDS) * S, -1), self.demand]).T
         )
 
+    def gather_periods(self, cols: np.ndarray, buf: np.ndarray) -> np.ndarray:
+        """(6·S + K, n) the period rows ``cols`` (``p·T_max + t``), lane axis last, via ``buf`` (n, 6·S + K):
+        a row take, then one transposing copy (later ops on a strided view would be slow)."""
+        return self.period_rows.take(cols, axis=0, mode="clip", out=buf).T.copy()
+
     @property
     def nbytes(self) -> int:
         """Bytes held by the pool's arrays (forecast windows included)."""

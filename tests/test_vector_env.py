@@ -347,7 +347,8 @@ def test_gather_thread_changes_nothing(level):
 @pytest.mark.parametrize("mode", ["NextStep", "SameStep"])
 def test_gather_thread_guesses_the_rows_of_reset_lanes(mode):
     """With exact forecasts the gather thread copies the right rows for lanes reset in the step (their
-    next scenario's first period) and none is copied twice; the rollout equals the unthreaded one."""
+    next scenario's first period: observation and physics rows) and none is copied twice; the
+    rollout equals the unthreaded one."""
     kw = dict(preset="paper", scenario_seeds=SEEDS, autoreset_mode=mode)
     threaded = CarbonAwareDCVectorEnv(5, gather_thread=True, **kw)
     plain = CarbonAwareDCVectorEnv(5, gather_thread=False, **kw)
@@ -358,12 +359,13 @@ def test_gather_thread_guesses_the_rows_of_reset_lanes(mode):
         actions = threaded.action_space.sample()
         (oa, ra, *_), (ob, rb, *_) = threaded.step(actions), plain.step(actions)
         assert same(oa, ob) and np.array_equal(ra, rb)
-    assert threaded._stale_rows == 0
+    assert threaded._stale_rows == 0 and threaded._stale_periods == 0
     noisy = CarbonAwareDCVectorEnv(2, gather_thread=True, forecast_level="typical", **kw)
     noisy.reset(seed=1)
     for _ in range(26):
         noisy.step(noisy.action_space.sample())
     assert noisy._stale_rows == 2  # noisy forecasts rewrite a reset lane's rows: copied again
+    assert noisy._stale_periods == 2  # and the next scenario is not peeked: its period rows too
 
 
 def test_autoreset_modes():
@@ -491,3 +493,18 @@ def test_bad_input_fails_early_naming_the_field():
     venv.reset(seed=0)
     floats = {**good, "start": good["start"].astype(np.float64)}  # whole floats are choices
     assert same(venv.step(floats), whole.step(good))
+
+
+def test_carbon_features_short_path_equals_the_general_one():
+    """The all-budgets-positive path of ``carbon_features`` (taken when every lane has a budget > 0)
+    gives the general path's values bit for bit, below, at and far above the budget."""
+    from envs.dc_env import OBS_BOUND
+    from envs.vector_step import carbon_features
+
+    rng = np.random.default_rng(3)
+    budget = rng.uniform(0.5, 50.0, 64)
+    emissions = budget * np.concatenate([rng.uniform(0, 1, 32), [1.0] * 4, rng.uniform(1, 40, 28)])
+    emissions[:3] = 0.0
+    general, short = carbon_features(emissions, budget), carbon_features(emissions, budget, True)
+    assert np.array_equal(general, short)
+    assert short[:, 1].max() == OBS_BOUND and (short[:, 2] == 0).any() and (short[:, 2] == 1).any()
