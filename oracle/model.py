@@ -304,9 +304,8 @@ def fix_starts(m: Model, starts: Sequence[Key3], periods: int = 1, later: str = 
             raise ModelError(f"fixed_starts: job {j} is started twice")
         wanted.add((j, s, t))
     sc = m.scenario
-    keep_binary = {
-        j for j, job in enumerate(sc.jobs) if job.mandatory and job.latest_start < m.t_end
-    } - {j for j, _, _ in wanted}
+    mandatory = {j for j, job in enumerate(sc.jobs) if job.mandatory and job.latest_start < m.t_end}
+    keep_binary = mandatory - {j for j, _, _ in wanted}
     for key, var in list(m.start.items()):
         j, _, t = key
         if t <= last:
