@@ -638,7 +638,7 @@ class CarbonAwareDCVectorEnv(LaneStepper, VectorEnv):
         start = start.astype(np.int64, copy=False)
         parts = [route.reshape(N, -1), battery, generator]
         for k, part in enumerate(parts):
-            if np.abs(part).max() <= ACTION_ABS_MAX:  # False for NaN too: then the checks below
+            if part.min() >= -ACTION_ABS_MAX and part.max() <= ACTION_ABS_MAX:  # False for NaN too
                 continue
             if not np.isfinite(part).all():
                 part = self._valid_rows(part, np.isfinite(part), "route, battery or generator", "NaN or inf")

@@ -65,22 +65,36 @@ class CarbonAwareDCFlatVectorEnv(CarbonAwareDCVectorEnv):
             raise ValueError(f"actions: shape {a.shape}, expected {self.action_space.shape}")
         if a.dtype.kind not in "fiu":
             raise ValueError(f"actions: must be numbers (got dtype {a.dtype})")
-        if not np.isfinite(a).all():
+        lo, hi = a.min(), a.max()  # NaN propagates, so both are finite iff every value is
+        if not (np.isfinite(lo) and np.isfinite(hi)):
             a = self._valid_rows(a, np.isfinite(a), "the flat action", "NaN or inf")
-        # float64 (as the wrapper), clipped to [-1, 1], lane axis last: one pass.
-        a = np.clip(a.T, -1.0, 1.0, out=np.empty(a.shape[::-1]), casting="unsafe")
+            lo, hi = a.min(), a.max()
         lay = self.action_layout
-        scores = a[lay["start"][0]].reshape(J, S1, N)
+        n_start = lay["start"][0].stop
+        if a.dtype.kind == "f" and a.dtype.itemsize <= 8 and lo >= -1.0 and hi <= 1.0:
+            # In the box, clipping changes nothing: the start scores are compared in their own
+            # precision (a float32's argmax is its float64 cast's), the rest cast to float64 (as the
+            # wrapper does), lane axis last.
+            scores = np.ascontiguousarray(a.T[:n_start]).reshape(J, S1, N)
+            rest = np.ascontiguousarray(a.T[n_start:], dtype=np.float64)
+        else:  # float64 (as the wrapper), clipped to [-1, 1], lane axis last: one pass
+            full = np.clip(a.T, -1.0, 1.0, out=np.empty(a.shape[::-1]), casting="unsafe")
+            scores, rest = full[:n_start].reshape(J, S1, N), full[n_start:]
         # argmax over the S+1 choices (the first maximum): the smallest index c among the maxima,
         # as min(c | 16·[not a maximum]) in int8 (a reduction over a leading axis; fast).
         best = scores == np.maximum.reduce(scores, axis=1)[:, None, :]
         start = np.minimum.reduce(self._choice_index | ((~best).view(np.int8) << 4), axis=1).astype(np.int64)
-        start = start * self._mask.reshape(S1, -1)[start.ravel(), self._slot_lane].reshape(J, N)
+        # the mask at (start, slot, lane), as one take on flat indices
+        start = start * self._mask.reshape(-1).take(start.ravel() * (J * N) + self._slot_lane).reshape(J, N)
         # (a + 1) / 2 weights; the factor 1/2 cancels in the normalisation. All-zero rows stay 0.
-        w = a[lay["route"][0]].reshape(K, S1, N) + 1.0
+        route_at, battery_at, gen_at = (
+            slice(lay[key][0].start - n_start, lay[key][0].stop - n_start)
+            for key in ("route", "battery", "generator")
+        )
+        w = rest[route_at].reshape(K, S1, N) + 1.0
         total = np.maximum(np.add.reduce(w, axis=1), 1e-300)
         route = w[:, 1:, :] / total[:, None, :]
-        return start, route, a[lay["battery"][0]], (a[lay["generator"][0]] + 1.0) * 0.5
+        return start, route, rest[battery_at], (rest[gen_at] + 1.0) * 0.5
 
     def step(
         self, actions: np.ndarray

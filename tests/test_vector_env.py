@@ -247,7 +247,10 @@ def test_flat_variant_equals_the_flat_single_env():
     rng = np.random.default_rng(2)
 
     def policy(k, env):
-        return (rng.uniform(-1.2, 1.2, env.action_space.shape)).astype(np.float32)
+        if k % 2:  # out of the box: clipped (ties at the bounds)
+            return (rng.uniform(-1.2, 1.2, env.action_space.shape)).astype(np.float32)
+        # in the box (the decoder's no-clip path), on a grid of 0.25 for tied start scores
+        return (np.round(rng.uniform(-1.0, 1.0, env.action_space.shape) * 4) / 4).astype(np.float32)
 
     seen = run_lockstep(venv, singles, policy, 60, seed=3, flat=True)
     assert seen["resets"] >= 3
