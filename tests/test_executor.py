@@ -180,6 +180,12 @@ run_sweep(work, items, out_dir={out!r}, max_workers=2, progress=False)
 """
 
 
+def stored(out: Path) -> set[str]:
+    """Keys of the items stored in ``out`` (``<key>.json``). The atomic writer's temp files
+    (``.<key>.json.<random>.tmp.json``) are not items; a SIGKILL during a write leaves one behind."""
+    return {p.stem for p in out.glob("*.json") if not p.name.startswith(".")}
+
+
 def test_interrupted_sweep_resumes_without_recomputing(tmp_path: Path) -> None:
     # Kill the driver (SIGKILL: no cleanup at all) once some items are stored, then run again.
     items = items_for(tmp_path / "calls", 8, **{f"k{i}": {"sleep": 0.4} for i in range(8)})
@@ -189,14 +195,14 @@ def test_interrupted_sweep_resumes_without_recomputing(tmp_path: Path) -> None:
     driver = subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)], cwd=cwd)
     try:
         deadline = time.monotonic() + 60
-        while len(list(out.glob("*.json"))) < 3:
+        while len(stored(out)) < 3:
             assert driver.poll() is None, "the sweep ended before it could be interrupted"
             assert time.monotonic() < deadline, "the sweep stored nothing"
             time.sleep(0.05)
         driver.kill()
     finally:
         driver.wait()
-    done_before = {p.stem for p in out.glob("*.json")}
+    done_before = stored(out)
     assert 3 <= len(done_before) < 8
     time.sleep(1.0)  # orphaned workers finish their item, fail to report it, and exit
 
@@ -206,6 +212,7 @@ def test_interrupted_sweep_resumes_without_recomputing(tmp_path: Path) -> None:
     n_calls = calls(tmp_path / "calls")
     assert all(n_calls[k] == 1 for k in done_before)
     assert set(n_calls) == {f"k{i}" for i in range(8)}
+    assert stored(out) == {f"k{i}" for i in range(8)}
     assert not [p for p in out.iterdir() if not p.name.endswith(".json")]
 
 
