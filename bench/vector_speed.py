@@ -121,12 +121,12 @@ def steps_section(
     return text, results
 
 
-def _ratio(results: dict, num: str, den: str, n: int, inverse: bool = False) -> str:
+def _ratio(results: dict, num: str, den: str, n: int) -> str:
     a, b = results.get((num, n)), results.get((den, n))
     if a is None or b is None:
         return "-"
     r = a.median / b.median
-    return f"1/{1 / r:.1f}" if inverse and r < 1 else f"{r:,.1f}×"
+    return f"{r:,.1f}×"
 
 
 def _paired(results: dict, name: str, n: int) -> str:

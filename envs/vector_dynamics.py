@@ -19,19 +19,23 @@ Units: power MW, energy MWh, GPUs, money USD, emissions tCO2, ``dt_h`` hours per
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
 
 from envs.dynamics import SiteFlows
 
 
-@lru_cache(maxsize=8)
-def _arange(n: int) -> np.ndarray:
-    """``np.arange(n)``, read-only and cached (an index used every step)."""
-    out = np.arange(n)
-    out.flags.writeable = False
-    return out
+def arange_view(n: int) -> np.ndarray:
+    """``np.arange(n)`` as a read-only view of one cached range, grown (doubled) when ``n`` exceeds
+    it: the step's index ranges (slots × lanes, periods held by started jobs) without allocating."""
+    global _RANGE
+    if n > _RANGE.size:
+        _RANGE = np.arange(max(n, 2 * _RANGE.size))
+        _RANGE.flags.writeable = False
+    return _RANGE[:n]
+
+
+_RANGE = np.arange(1 << 16)
+_RANGE.flags.writeable = False
 
 
 def nonzero2(a: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -75,7 +79,7 @@ def place_starts(
     choice = requested_site * valid  # 0 where not valid (np.where is slower on mixed masks)
     J, N = choice.shape
     # allowed[choice[j, n], j, n] for every (j, n), as one take on flat indices (fastest gather)
-    cand = valid & allowed.reshape(-1).take(choice * (J * N) + _arange(J * N).reshape(J, N))
+    cand = valid & allowed.reshape(-1).take(choice * (J * N) + arange_view(J * N).reshape(J, N))
     site = choice * cand - 1  # choice - 1 where a candidate, else -1
     j_i, n_i = nonzero2(cand)
     if not n_i.size:

@@ -220,8 +220,8 @@ class LaneStepper:
         # the (J, N) and (J, S, N) job tables are 2-3x faster than tuple indices.
         slot = j_i * N + n_i
         dur = self._job_int[0].reshape(-1).take(slot)
-        row = np.repeat(_arange_of(len(dur)), dur)
-        off = _arange_of(len(row)) - np.repeat(np.cumsum(dur) - dur, dur)
+        row = np.repeat(vd.arange_view(len(dur)), dur)
+        off = vd.arange_view(len(row)) - np.repeat(np.cumsum(dur) - dur, dur)
         n_r, s_r, tau = n_i[row], s_i[row], t_i[row] + off
         at_fixed = (n_r * T_max + tau) * S + s_r
         at_free = (n_r * (T_max + 1) + tau) * S + s_r
@@ -281,15 +281,6 @@ class LaneStepper:
             at = n_i * flat.shape[1] + (L["jobs"][0].start + j_i * (_F + self.S))
             flat.reshape(-1)[at[:, None] + _PATCH] = values
         return flat
-
-
-def _arange_of(n: int) -> np.ndarray:
-    """``np.arange(n)``: a view of a cached range when ``n`` is small enough."""
-    return _RANGE[:n] if n <= _RANGE.size else np.arange(n)
-
-
-_RANGE = np.arange(1 << 16)
-_RANGE.flags.writeable = False
 
 
 def _report(repairs: dict[str, np.ndarray], key: str, amount: np.ndarray, reported: np.ndarray) -> None:
