@@ -34,11 +34,12 @@ from agents.evaluation import (
     write_report,
 )
 from agents.loading import add_loading_args, check_loading_args, check_model_shapes, loading_kwargs
+from agents.mpc import SAMPLERS
 from envs import PRESETS
 from oracle.executor import add_backend_args, backend_kwargs
 
 DEFAULT_POLICIES = ("oracle", "mpc", "greedy", "carbon_greedy")
-LEVEL_POLICIES = ("oracle", "mpc", "mpc_stochastic", "hybrid", "greedy", "carbon_greedy")
+LEVEL_POLICIES = ("oracle", "mpc", "mpc_posterior", "mpc_stochastic", "hybrid", "greedy", "carbon_greedy")
 """The default policies of a run across forecast levels (plus the trained model if there is one)."""
 
 
@@ -116,6 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--mpc-stochastic-window", type=_positive_int, default=24, help="mpc_stochastic: window, periods"
+    )
+    parser.add_argument(
+        "--mpc-sampler",
+        choices=SAMPLERS,
+        default="posterior",
+        help="mpc_stochastic: scenarios from the posterior of the truth given the forecast (default) or "
+        "the forecast plus an independent error of the same law",
     )
     parser.add_argument(
         "--hybrid-model",
@@ -279,10 +287,12 @@ def main(argv: list[str] | None = None) -> int:
     policy_kwargs = {
         "oracle": {"time_limit_s": args.time_limit},
         "mpc": {"window": args.mpc_window, "time_limit_s": args.mpc_time_limit, "exact": noise == 0.0},
+        "mpc_posterior": {"window": args.mpc_window, "time_limit_s": args.mpc_time_limit},
         "mpc_stochastic": {
             "window": args.mpc_stochastic_window,
             "n_scenarios": args.mpc_scenarios,
             "time_limit_s": args.mpc_time_limit,
+            "sampler": args.mpc_sampler,
         },
     }
     for spec in model_specs:

@@ -33,6 +33,7 @@ import numpy as np
 from agents.carbon_greedy import CarbonGreedyParams, CarbonGreedyPolicy
 from agents.policy_base import FORECAST_SERIES, EnvPolicy, held_gpus, route_fractions
 from agents.replay import OracleReplayPolicy, schedule_action
+from envs.forecast import forecast_model
 from envs.rules import route_order
 from envs.scenario import OperatingState, Scenario
 
@@ -49,7 +50,9 @@ __all__ = [
     "make_policy",
 ]
 
-POLICY_NAMES = ("greedy", "carbon_greedy", "mpc", "mpc_stochastic", "oracle", "hybrid")
+POLICY_NAMES = ("greedy", "carbon_greedy", "mpc", "mpc_posterior", "mpc_stochastic", "oracle", "hybrid")
+PLAN_ON = ("forecast", "posterior_mean")
+"""What a deterministic :class:`MPCPolicy` plans on (its ``plan_on``)."""
 """Names accepted by :func:`make_policy` (anything else is read as a path to a trained model)."""
 
 SOLVED = ("optimal", "time_limit")
@@ -196,6 +199,11 @@ class MPCPolicy(WindowPlanner, EnvPolicy):
     period (:func:`oracle.warm_start.shifted_plan_start`) and runs HiGHS with
     :data:`oracle.warm_start.ROLLING_HIGHS_OPTIONS` (no RINS/RENS sub-MIPs, no root restarts): same
     optimum within the MIP gap, and noisy-forecast solves no longer spend seconds in sub-MIPs.
+
+    ``plan_on="forecast"`` (default) plans on the forecast as observed; ``"posterior_mean"`` on the
+    error model's posterior mean of the truth given that forecast
+    (:meth:`envs.forecast.ForecastModel.posterior`: each lead shrunk toward the row's mean by how
+    unreliable it is); with exact forecasts both are the forecast.
     """
 
     name = "mpc"
@@ -209,10 +217,14 @@ class MPCPolicy(WindowPlanner, EnvPolicy):
         mip_gap: float = 1e-4,
         threads: int | None = 1,
         warm: bool = True,
+        plan_on: str = "forecast",
     ) -> None:
         super().__init__(env)
         if window < 1:
             raise ValueError(f"window: must be >= 1 (got {window})")
+        if plan_on not in PLAN_ON:
+            raise ValueError(f"plan_on: must be one of {PLAN_ON} (got {plan_on!r})")
+        self.plan_on = plan_on
         self.window = int(window)
         self.warm = bool(warm)
         self._plan_period = -1
@@ -241,6 +253,10 @@ class MPCPolicy(WindowPlanner, EnvPolicy):
     def model_scenarios(self, sc: Scenario, forecast: dict[str, np.ndarray], period: int) -> list[Scenario]:
         """The scenarios the period's MILP plans on: here the one forecast scenario (a stochastic
         MPC returns several; all share the first period's decisions)."""
+        if self.plan_on == "posterior_mean":
+            model = forecast_model(getattr(self.base, "forecast_model", None))
+            if not model.is_exact:
+                forecast = model.posterior(forecast, sc.dt_h, horizon=sc.T - period).mean()
         return [forecast_scenario(sc, forecast, period)]
 
 
@@ -297,6 +313,10 @@ def make_policy(name: str, env: gym.Env, **kw: Any) -> Any:
         return CarbonGreedyPolicy(env, **kw)
     if name == "mpc":
         return MPCPolicy(env, **kw)
+    if name == "mpc_posterior":
+        policy = MPCPolicy(env, **{"exact": False, **kw, "plan_on": "posterior_mean"})
+        policy.name = "mpc_posterior"
+        return policy
     if name == "mpc_stochastic":
         from agents.mpc import MPCStochasticPolicy
 

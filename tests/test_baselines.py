@@ -148,12 +148,14 @@ def test_make_policy_rejects_unknown_names(tmp_path) -> None:
         make_policy(str(tmp_path / "missing.zip"), env)
 
 
-@pytest.mark.parametrize("level", ["typical", 0.2])
-def test_mpc_runs_a_full_episode_with_forecast_errors(level: str | float) -> None:
-    """Warm-started MPC on noisy forecasts: every period solved (no fallback), warm starts used."""
+@pytest.mark.parametrize("plan_on", ["forecast", "posterior_mean"])
+@pytest.mark.parametrize("level", ["typical", "poor", 0.2])
+def test_mpc_runs_a_full_episode_with_forecast_errors(level: str | float, plan_on: str) -> None:
+    """Warm-started MPC on noisy forecasts (as observed, or their posterior mean): every period
+    solved (no fallback), warm starts used."""
     sc = make_scenario("paper", 3)
     env = make_env("paper", sc, forecast_level=level)
-    policy = MPCPolicy(env, window=sc.T, exact=False)
+    policy = MPCPolicy(env, window=sc.T, exact=False, plan_on=plan_on)
     result = rollout(policy, env, seed=3)
     assert result.steps == sc.T
     assert np.isfinite(result.benefit_usd)

@@ -263,3 +263,97 @@ def test_level_and_noise_shorthand_resolve_alike_in_both_envs():
     ):
         with pytest.raises(ValueError, match="disagree"):
             build(forecast_level="typical", forecast_noise=0.1)
+
+
+def _poor_forecast(seed: int) -> tuple[dict[str, np.ndarray], object]:
+    sc = make_scenario("paper", seed)
+    env = CarbonAwareDCEnv(scenario=sc, preset="paper", forecast_level="poor")
+    env.reset(seed=seed)
+    return env.forecast(), sc
+
+
+def test_posterior_of_exact_forecasts_is_the_forecast() -> None:
+    env = CarbonAwareDCEnv(preset="paper")
+    env.reset(seed=0)
+    fc = env.forecast()
+    post = NAMED["exact"].posterior(fc, horizon=24)
+    assert all(np.array_equal(post.mean()[k], fc[k]) for k in fc)
+    assert all(np.array_equal(s[k], fc[k]) for s in post.sample(np.random.default_rng(0), 3) for k in fc)
+
+
+def test_posterior_keeps_now_zeros_and_the_columns_past_the_horizon() -> None:
+    fc, _ = _poor_forecast(1000)
+    post = NAMED["poor"].posterior(fc, horizon=10)
+    draws = post.sample(np.random.default_rng(1), 6)
+    for arr in [post.mean(), *draws]:
+        for key, value in fc.items():
+            np.testing.assert_array_equal(arr[key][:, 0], value[:, 0])  # now is known, bit for bit
+            np.testing.assert_array_equal(arr[key][:, 10:], value[:, 10:])  # beyond the horizon
+            if key != "price_import" and key != "price_export":
+                assert (arr[key] >= 0).all(), key
+        zero = fc["renewable_mw"] == 0  # night-time solar: a known zero stays zero
+        assert zero.any() and (arr["renewable_mw"][zero] == 0).all()
+    assert not np.allclose(post.mean()["price_import"][:, 1:10], fc["price_import"][:, 1:10])
+    with pytest.raises(ValueError, match="n"):
+        post.sample(np.random.default_rng(1), 0)
+
+
+def test_posterior_samples_centre_on_the_posterior_mean() -> None:
+    """Many plain draws average to ``mean()`` (for relative series that is the lognormal mean
+    ``exp(m + C/2)``, a formula the draws check): within 5 standard errors of the sample mean.
+    Antithetic pairs of prices average to it exactly; export moves with import (shared normals)."""
+    fc, _ = _poor_forecast(1001)
+    post = NAMED["poor"].posterior(fc, horizon=24)
+    mean = post.mean()
+    n = 4000
+    draws = post.sample(np.random.default_rng(2), n, antithetic=False)
+    for key in fc:
+        arr = np.stack([d[key] for d in draws])[:, :, :24]
+        se = arr.std(axis=0) / math.sqrt(n)
+        assert np.all(np.abs(arr.mean(axis=0) - mean[key][:, :24]) <= 5 * se + 1e-9), key
+    imp = np.stack([d["price_import"][:, 12] for d in draws])
+    exp_ = np.stack([d["price_export"][:, 12] for d in draws])
+    for r in range(imp.shape[1]):
+        assert np.corrcoef(imp[:, r], exp_[:, r])[0, 1] > 0.9
+    pairs = post.sample(np.random.default_rng(2), 4, antithetic=True)
+    for i in (0, 1):
+        np.testing.assert_allclose(
+            (pairs[i]["price_import"] + pairs[i + 2]["price_import"]) / 2, mean["price_import"], rtol=1e-9
+        )
+
+
+def test_posterior_by_hand() -> None:
+    """Two leads, no lead correlation: y = (40, 60), error sd at lead 1 = 0.2 * level 50 = 10, so
+    Σ_e = diag(0, 100); var(y) = 100, mean(diag Σ_e) - mean(Σ_e) = 50 - 25, v = 75; K = diag(1, 75/175);
+    m = 50 + K (y - 50) = (40, 50 + 30/7); C = v (I - K) = diag(0, 300/7)."""
+    err = SeriesError(0.2, growth=0.0, kind="level")
+    model = ForecastModel(name="hand", price_import=err, price_export=err)
+    post = model.posterior({"price_import": np.array([[40.0, 60.0]])})
+    np.testing.assert_allclose(post.mean()["price_import"], [[40.0, 50.0 + 30.0 / 7.0]], rtol=1e-12)
+    n = 20000
+    draws = np.array([d["price_import"][0, 1] for d in post.sample(np.random.default_rng(5), n)])
+    assert np.all(
+        np.array([d["price_import"][0, 0] for d in post.sample(np.random.default_rng(5), 3)]) == 40.0
+    )
+    # antithetic pairs: the mean is exact; the spread within 3 % (sd of a sample sd ~ 1/sqrt(2n) = 0.5 %)
+    assert abs(draws.mean() - (50.0 + 30.0 / 7.0)) < 1e-9
+    assert abs(draws.std() / math.sqrt(300.0 / 7.0) - 1.0) < 0.03
+
+
+def test_posterior_mean_damps_the_spread_between_hours() -> None:
+    """What a planner uses it for: every price row of the posterior mean varies less over the leads
+    than the forecast row it came from (K has eigenvalues in (0, 1]), and more so at ``poor`` than at
+    ``good``."""
+    sc = make_scenario("paper", 1002)
+    spread = {}
+    for level in ("good", "poor"):
+        env = CarbonAwareDCEnv(scenario=sc, preset="paper", forecast_level=level)
+        env.reset(seed=3)
+        fc = env.forecast()
+        mean = NAMED[level].posterior(fc, horizon=24).mean()
+        for key in ("price_import", "price_export"):
+            assert np.all(mean[key][:, :24].std(axis=1) < fc[key][:, :24].std(axis=1)), (level, key)
+        spread[level] = (
+            mean["price_import"][:, :24].std(axis=1) / fc["price_import"][:, :24].std(axis=1)
+        ).mean()
+    assert spread["poor"] < spread["good"] < 1.0

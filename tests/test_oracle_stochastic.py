@@ -157,3 +157,36 @@ def test_stochastic_mpc_runs_a_noisy_episode_and_its_draws_are_seeded() -> None:
     assert results[0].benefit_usd == results[1].benefit_usd
     with pytest.raises(ValueError, match="n_scenarios"):
         MPCStochasticPolicy(make_env("paper", sc), n_scenarios=0)
+
+
+def test_what_the_mpcs_plan_on() -> None:
+    """``plan_on="posterior_mean"`` plans on the posterior mean (the forecast itself when forecasts are
+    exact); the stochastic sampler draws around the posterior by default, around the forecast with
+    ``sampler="forecast"``; unknown names are errors naming the argument."""
+    sc = make_scenario("paper", 4)
+    exact_env = make_env("paper", sc)
+    exact_env.reset(seed=4)
+    fc = exact_env.unwrapped.forecast()
+    plain = MPCPolicy(exact_env).model_scenarios(sc, fc, 0)[0]
+    assert MPCPolicy(exact_env, plan_on="posterior_mean").model_scenarios(sc, fc, 0)[0] == plain
+    env = make_env("paper", sc, forecast_level="poor")
+    env.reset(seed=4)
+    fc = env.unwrapped.forecast()
+    want = forecast_model("poor").posterior(fc, sc.dt_h, horizon=sc.T).mean()
+    got = MPCPolicy(env, exact=False, plan_on="posterior_mean").model_scenarios(sc, fc, 0)[0]
+    np.testing.assert_array_equal(got.price_import, want["price_import"][:, : sc.T])
+    assert not np.array_equal(
+        got.price_import, MPCPolicy(env, exact=False).model_scenarios(sc, fc, 0)[0].price_import
+    )
+    for sampler in ("posterior", "forecast"):
+        policy = MPCStochasticPolicy(env, n_scenarios=4, sampler=sampler, seed=1)
+        members = policy.model_scenarios(sc, fc, 0)
+        prices = np.stack([m.price_import for m in members])
+        centre = want["price_import"][:, : sc.T] if sampler == "posterior" else fc["price_import"][:, : sc.T]
+        np.testing.assert_allclose(prices.mean(axis=0), centre, rtol=1e-9)  # antithetic pairs
+    named = make_policy("mpc_posterior", env)
+    assert named.name == "mpc_posterior" and named.plan_on == "posterior_mean" and not named.exact
+    with pytest.raises(ValueError, match="sampler"):
+        MPCStochasticPolicy(env, sampler="bogus")
+    with pytest.raises(ValueError, match="plan_on"):
+        MPCPolicy(env, plan_on="bogus")
