@@ -23,6 +23,7 @@ import os
 import sys
 from pathlib import Path
 
+from agents.baselines import PLAN_ON
 from agents.evaluation import (
     default_model,
     evaluate,
@@ -138,6 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="hybrid: window of the repair MILP, periods (default 24)",
     )
     parser.add_argument(
+        "--hybrid-plan-on",
+        choices=PLAN_ON,
+        default=None,
+        help="hybrid: the repair MILP plans on the forecast as observed (default) or its posterior mean",
+    )
+    parser.add_argument(
         "--time-limit", type=_positive, default=60.0, help="oracle MILP time limit per solve, s"
     )
     parser.add_argument(
@@ -199,7 +206,11 @@ def _check_hybrid(
     """The hybrid's model path when ``hybrid`` is among ``policies`` (``--hybrid-model`` or the agent
     row's default model), checked before any work; ``--hybrid-*`` flags without ``hybrid`` fail."""
     if "hybrid" not in policies:
-        flags = (("--hybrid-model", args.hybrid_model), ("--hybrid-window", args.hybrid_window))
+        flags = (
+            ("--hybrid-model", args.hybrid_model),
+            ("--hybrid-window", args.hybrid_window),
+            ("--hybrid-plan-on", args.hybrid_plan_on),
+        )
         given = [flag for flag, value in flags if value is not None]
         if given:
             parser.error(f"{', '.join(given)}: only with the hybrid policy (add hybrid to --policies)")
@@ -301,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         policy_kwargs["hybrid"] = {
             "model": hybrid_model,
             "window": args.hybrid_window or 24,
+            "plan_on": args.hybrid_plan_on or "forecast",
             "time_limit_s": args.mpc_time_limit,
             **loading_kwargs(args),
         }

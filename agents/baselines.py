@@ -38,6 +38,7 @@ from envs.rules import route_order
 from envs.scenario import OperatingState, Scenario
 
 __all__ = [
+    "PLAN_ON",
     "POLICY_NAMES",
     "SOLVED",
     "CarbonGreedyParams",
@@ -48,6 +49,7 @@ __all__ = [
     "forecast_scenario",
     "greedy_action",
     "make_policy",
+    "planned_forecast",
 ]
 
 POLICY_NAMES = ("greedy", "carbon_greedy", "mpc", "mpc_posterior", "mpc_stochastic", "oracle", "hybrid")
@@ -127,6 +129,21 @@ def forecast_scenario(sc: Scenario, forecast: dict[str, np.ndarray], period: int
         arr[:, period + L :] = win[:, L - 1 : L]
         changes[key] = arr
     return sc.replace(**changes)
+
+
+def planned_forecast(
+    env: gym.Env, sc: Scenario, forecast: dict[str, np.ndarray], period: int, plan_on: str = "forecast"
+) -> dict[str, np.ndarray]:
+    """The forecast a planner plans on at ``period`` (:data:`PLAN_ON`): ``"forecast"`` as observed;
+    ``"posterior_mean"`` the posterior mean of the env's error model given it
+    (:meth:`envs.forecast.ForecastModel.posterior`), the forecast itself when forecasts are exact."""
+    if plan_on not in PLAN_ON:
+        raise ValueError(f"plan_on: must be one of {PLAN_ON} (got {plan_on!r})")
+    if plan_on == "posterior_mean":
+        model = forecast_model(getattr(env, "forecast_model", None))
+        if not model.is_exact:
+            return model.posterior(forecast, sc.dt_h, horizon=sc.T - period).mean()
+    return forecast
 
 
 class WindowPlanner:
@@ -253,11 +270,9 @@ class MPCPolicy(WindowPlanner, EnvPolicy):
     def model_scenarios(self, sc: Scenario, forecast: dict[str, np.ndarray], period: int) -> list[Scenario]:
         """The scenarios the period's MILP plans on: here the one forecast scenario (a stochastic
         MPC returns several; all share the first period's decisions)."""
-        if self.plan_on == "posterior_mean":
-            model = forecast_model(getattr(self.base, "forecast_model", None))
-            if not model.is_exact:
-                forecast = model.posterior(forecast, sc.dt_h, horizon=sc.T - period).mean()
-        return [forecast_scenario(sc, forecast, period)]
+        return [
+            forecast_scenario(sc, planned_forecast(self.base, sc, forecast, period, self.plan_on), period)
+        ]
 
 
 class OraclePolicy(EnvPolicy):

@@ -172,11 +172,15 @@ def test_accepted_starts_are_what_the_env_places() -> None:
     assert dropped > 0  # the check saw requests the env refuses
 
 
-@pytest.mark.parametrize("level", ["exact", "typical"])
-def test_hybrid_episode_keeps_the_agents_starts(level: str) -> None:
+@pytest.mark.parametrize(
+    ("level", "plan_on"), [("exact", "forecast"), ("typical", "forecast"), ("poor", "posterior_mean")]
+)
+def test_hybrid_episode_keeps_the_agents_starts(level: str, plan_on: str) -> None:
     sc = make_scenario("paper", SEED)
     env = make_env("paper", sc, forecast_level=level)
-    hybrid = HybridPolicy(env, model=PRETRAINED, window=6)
+    hybrid = HybridPolicy(env, model=PRETRAINED, window=6, plan_on=plan_on)
+    with pytest.raises(ValueError, match="plan_on"):
+        HybridPolicy(env, model=PRETRAINED, plan_on="bogus")
     agent = make_policy(str(PRETRAINED), env)  # the same model, loaded on its own
     obs, _ = env.reset(seed=SEED)
     done, steps, kept = False, 0, 0
@@ -207,6 +211,12 @@ def test_evaluate_flags_checked_early(capsys: pytest.CaptureFixture[str]) -> Non
         (["--policies", "mpc", "--hybrid-window", "6"], "only with the hybrid policy"),
         (["--policies", "hybrid", "--hybrid-model", "no/such/model.json"], "no model file there"),
         (["--policies", "hybrid", "--hybrid-window", "0"], "must be an integer >= 1"),
+        (
+            ["--policies", "mpc", "--hybrid-plan-on", "posterior_mean"],
+            "--hybrid-plan-on: only with the hybrid",
+        ),
+        (["--policies", "hybrid", "--hybrid-plan-on", "mean"], "invalid choice"),
+        (["--policies", "mpc_stochastic", "--mpc-sampler", "around"], "invalid choice"),
     ):
         with pytest.raises(SystemExit) as exc:
             evaluate.main([*argv, "--seeds", str(SEED)])
