@@ -263,7 +263,8 @@ class ForecastPosterior:
 
     - ``kind="level"``: ``y = f``, ``y = x + e``, ``e ~ N(0, Σ_e)``,
       ``Σ_e[l, l'] = sd_l·sd_l'·level²·rho_lead^|l−l'|`` (``level`` = the row's mean |f|);
-    - ``kind="relative"``, on the leads where ``f > 0`` (a zero forecast is a known zero):
+    - ``kind="relative"``, on the leads where ``f > 0`` (a zero forecast is a known zero; a row
+      with fewer than two such leads is left as forecast: nothing to estimate its prior from):
       ``y = ln f + s_l²/2``, ``y = ln x + e``, ``e ~ N(0, Σ_e)``,
       ``Σ_e[l, l'] = s_l·s_l'·rho_lead^|l−l'|``, ``s_l² = ln(1 + sd_l²)``.
 
@@ -315,6 +316,8 @@ class ForecastPosterior:
                     y, e = row.copy(), sd * np.abs(row).mean()
                 else:
                     idx = np.flatnonzero(row > 0)
+                    if idx.size < 2:  # no spread to estimate a prior from: keep the forecast
+                        idx = idx[:0]
                     s = np.sqrt(np.log1p(sd[idx] ** 2))
                     y, e = np.log(row[idx]) + 0.5 * s * s, s
                 rows.append((idx, *_gaussian_posterior(y, e, rho, idx)))
@@ -377,7 +380,7 @@ def _gaussian_posterior(
     """Mean and a square root ``R`` (``R·Rᵀ = C``) of the posterior of ``x`` given ``y = x + e``,
     ``e ~ N(0, Σ_e)``, ``Σ_e = diag(sd)·rho^|lead distance|·diag(sd)``, prior ``x ~ N(μ, v·I)`` from
     ``y`` itself (:class:`ForecastPosterior`)."""
-    if len(y) < 2:
+    if len(y) < 2:  # no spread to estimate the prior from (callers pass no such row)
         return y.copy(), np.zeros((len(y), len(y)))
     dist = np.abs(leads[:, None] - leads[None, :])
     cov_e = sd[:, None] * rho**dist * sd[None, :]

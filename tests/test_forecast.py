@@ -298,6 +298,17 @@ def test_posterior_keeps_now_zeros_and_the_columns_past_the_horizon() -> None:
         post.sample(np.random.default_rng(1), 0)
 
 
+def test_posterior_leaves_a_row_with_one_positive_lead_as_forecast() -> None:
+    """A relative row with a single nonzero lead (the last daylight hour of a solar window) has no
+    spread to estimate its prior from: mean and draws are the forecast itself."""
+    fc = {"renewable_mw": np.array([[0.0, 0.0, 3.0, 0.0], [0.0, 2.0, 4.0, 1.0]])}
+    post = NAMED["poor"].posterior(fc)
+    np.testing.assert_array_equal(post.mean()["renewable_mw"][0], fc["renewable_mw"][0])
+    draws = post.sample(np.random.default_rng(0), 4)
+    assert all(np.array_equal(d["renewable_mw"][0], fc["renewable_mw"][0]) for d in draws)
+    assert not all(np.array_equal(d["renewable_mw"][1], fc["renewable_mw"][1]) for d in draws)
+
+
 def test_posterior_samples_centre_on_the_posterior_mean() -> None:
     """Many plain draws average to ``mean()`` (for relative series that is the lognormal mean
     ``exp(m + C/2)``, a formula the draws check): within 5 standard errors of the sample mean.
