@@ -46,6 +46,7 @@ __all__ = [
     "GreedyPolicy",
     "MPCPolicy",
     "OraclePolicy",
+    "check_plan_on",
     "forecast_scenario",
     "greedy_action",
     "make_policy",
@@ -53,9 +54,9 @@ __all__ = [
 ]
 
 POLICY_NAMES = ("greedy", "carbon_greedy", "mpc", "mpc_posterior", "mpc_stochastic", "oracle", "hybrid")
-PLAN_ON = ("forecast", "posterior_mean")
-"""What a deterministic :class:`MPCPolicy` plans on (its ``plan_on``)."""
 """Names accepted by :func:`make_policy` (anything else is read as a path to a trained model)."""
+PLAN_ON = ("forecast", "posterior_mean")
+"""What a window planner (:class:`MPCPolicy`, the hybrid) plans on (its ``plan_on``)."""
 
 SOLVED = ("optimal", "time_limit")
 """Solver statuses that come with a usable schedule."""
@@ -131,15 +132,20 @@ def forecast_scenario(sc: Scenario, forecast: dict[str, np.ndarray], period: int
     return sc.replace(**changes)
 
 
+def check_plan_on(plan_on: str) -> str:
+    """``plan_on`` if it is one of :data:`PLAN_ON`, else a ValueError naming the argument."""
+    if plan_on not in PLAN_ON:
+        raise ValueError(f"plan_on: must be one of {PLAN_ON} (got {plan_on!r})")
+    return plan_on
+
+
 def planned_forecast(
     env: gym.Env, sc: Scenario, forecast: dict[str, np.ndarray], period: int, plan_on: str = "forecast"
 ) -> dict[str, np.ndarray]:
     """The forecast a planner plans on at ``period`` (:data:`PLAN_ON`): ``"forecast"`` as observed;
     ``"posterior_mean"`` the posterior mean of the env's error model given it
     (:meth:`envs.forecast.ForecastModel.posterior`), the forecast itself when forecasts are exact."""
-    if plan_on not in PLAN_ON:
-        raise ValueError(f"plan_on: must be one of {PLAN_ON} (got {plan_on!r})")
-    if plan_on == "posterior_mean":
+    if check_plan_on(plan_on) == "posterior_mean":
         model = forecast_model(getattr(env, "forecast_model", None))
         if not model.is_exact:
             return model.posterior(forecast, sc.dt_h, horizon=sc.T - period).mean()
@@ -239,9 +245,7 @@ class MPCPolicy(WindowPlanner, EnvPolicy):
         super().__init__(env)
         if window < 1:
             raise ValueError(f"window: must be >= 1 (got {window})")
-        if plan_on not in PLAN_ON:
-            raise ValueError(f"plan_on: must be one of {PLAN_ON} (got {plan_on!r})")
-        self.plan_on = plan_on
+        self.plan_on = check_plan_on(plan_on)
         self.window = int(window)
         self.warm = bool(warm)
         self._plan_period = -1

@@ -51,7 +51,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from agents.baselines import PLAN_ON, WindowPlanner, forecast_scenario, planned_forecast
+from agents.baselines import WindowPlanner, check_plan_on, forecast_scenario, planned_forecast
 from agents.policy_base import EnvPolicy, held_gpus, obs_period
 from agents.safety import action_mask_from_obs
 from envs.dynamics import place_starts
@@ -128,9 +128,7 @@ class HybridPolicy(WindowPlanner, EnvPolicy):
             raise ValueError(f"window: must be >= 1 (got {window})")
         if later_starts not in LATER_STARTS:
             raise ValueError(f"later_starts: must be one of {list(LATER_STARTS)} (got {later_starts!r})")
-        if plan_on not in PLAN_ON:
-            raise ValueError(f"plan_on: must be one of {PLAN_ON} (got {plan_on!r})")
-        self.plan_on = plan_on
+        self.plan_on = check_plan_on(plan_on)
         self.model_path = Path(model) if model is not None else default_model()
         if not self.model_path.is_file():
             raise FileNotFoundError(f"hybrid: no trained model at {self.model_path}")

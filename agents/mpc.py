@@ -120,18 +120,19 @@ class MPCStochasticPolicy(MPCPolicy):
         self.error_model = forecast_model(getattr(self.base, "forecast_model", None))
 
     def model_scenarios(self, sc: Scenario, forecast: dict[str, np.ndarray], period: int) -> list[Scenario]:
-        """N scenarios: the forecast with N independent draws of its error (same law as the env's)."""
+        """N scenarios drawn by ``sampler`` given the forecast (the forecast alone when exact)."""
         if period == 0:
             self.rng = np.random.default_rng([self.seed, self.episodes])
             self.episodes += 1
         # exact forecasts: every draw is the forecast, and N copies of one scenario only make the
         # MILP N times larger (and symmetric) for the same optimum
-        n = self.n_scenarios if self.error_model.noise > 0 else 1
-        if n == 1 and self.error_model.is_exact:
+        if self.error_model.is_exact:
             draws = [forecast]
         elif self.sampler == "posterior":
             post = self.error_model.posterior(forecast, sc.dt_h, horizon=sc.T - period)
-            draws = post.sample(self.rng, n, antithetic=self.antithetic)
+            draws = post.sample(self.rng, self.n_scenarios, antithetic=self.antithetic)
         else:
-            draws = self.error_model.sample_around(self.rng, forecast, n, sc.dt_h, antithetic=self.antithetic)
+            draws = self.error_model.sample_around(
+                self.rng, forecast, self.n_scenarios, sc.dt_h, antithetic=self.antithetic
+            )
         return [forecast_scenario(sc, draw, period) for draw in draws]
