@@ -37,6 +37,7 @@ from agents.evaluation import (
 from agents.loading import add_loading_args, check_loading_args, check_model_shapes, loading_kwargs
 from agents.mpc import SAMPLERS
 from envs import PRESETS
+from envs.forecast import forecast_model
 from oracle.executor import add_backend_args, backend_kwargs
 
 DEFAULT_POLICIES = ("oracle", "mpc", "greedy", "carbon_greedy")
@@ -47,12 +48,14 @@ LEVEL_POLICIES = ("oracle", "mpc", "mpc_posterior", "mpc_stochastic", "hybrid", 
 def _levels(text: str) -> list[str]:
     from envs.forecast import LEVELS
 
-    levels = [p.strip() for p in text.split(",") if p.strip()]
-    bad = [p for p in levels if p not in LEVELS]
-    if not levels or bad:
-        raise argparse.ArgumentTypeError(
-            f"unknown forecast level(s) {bad or text!r}; choose from {','.join(LEVELS)}"
-        )
+    levels = [p.strip().replace(" ", "") for p in text.split(",") if p.strip()]
+    if not levels:
+        raise argparse.ArgumentTypeError(f"no forecast level in {text!r}; choose from {','.join(LEVELS)}")
+    for level in levels:
+        try:
+            forecast_model(level)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
     return list(dict.fromkeys(levels))
 
 
@@ -155,8 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=_levels,
         default=None,
         metavar="LEVELS",
-        help="forecast error level(s): exact, good, typical, poor; several (comma-separated) give one "
-        "table across levels",
+        help="forecast error level(s): exact, good, typical, poor, a level scaled as LEVEL*FACTOR "
+        "(e.g. poor*2: every error twice as wide) or a number (sigma); several (comma-separated) "
+        "give one table across levels",
     )
     parser.add_argument(
         "--forecast-noise",
@@ -327,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
             return _across_levels(args, policies, levels, policy_kwargs, out, target)
         if levels is not None:
             env_kwargs = {"forecast_level": levels[0]}
-            policy_kwargs["mpc"]["exact"] = levels[0] == "exact"
+            policy_kwargs["mpc"]["exact"] = forecast_model(levels[0]).is_exact
         else:
             env_kwargs = {"forecast_noise": noise} if noise else {}
         report = evaluate(
@@ -364,7 +368,7 @@ def _finish(args: argparse.Namespace, report, out) -> int:
 
 def _across_levels(args: argparse.Namespace, policies, levels, policy_kwargs, out, target) -> int:
     """``--forecast-level A,B,...``: one sweep per level, then the table across levels."""
-    from agents.uncertainty import evaluate_levels, format_levels_table, write_levels
+    from agents.uncertainty import evaluate_levels, format_levels_table, level_dir, write_levels
 
     report = evaluate_levels(
         policies,
@@ -381,7 +385,8 @@ def _across_levels(args: argparse.Namespace, policies, levels, policy_kwargs, ou
     for failure in failures:
         print(f"failed: {failure['key']}: {failure['status']} {failure['error']}", file=sys.stderr)
     for level in levels:
-        write_report(report.reports[level], Path(args.out) / "levels" / level, plots=not args.no_plots)
+        folder = Path(args.out) / "levels" / level_dir(level)
+        write_report(report.reports[level], folder, plots=not args.no_plots)
     paths = write_levels(report, args.out, plots=not args.no_plots)
     if args.json:
         out.write(json.dumps(report.to_dict(), indent=1, default=str) + "\n")

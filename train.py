@@ -28,7 +28,7 @@ from agents.pipeline import (
     writable_problem,
 )
 from agents.sb3 import ALGOS, parse_hp
-from envs.forecast import LEVELS
+from envs.forecast import LEVELS, forecast_model
 from envs.presets import PRESETS
 from oracle.executor import add_backend_args
 
@@ -39,6 +39,17 @@ FIELD_OF = {
 }
 """``TrainConfig`` field of each flag whose name differs (the others: the flag's own name)."""
 NOT_CONFIG = {"resume", "resume_with_changes", "stop_after_steps"}
+
+
+def _level(text: str) -> str:
+    """``--forecast-level``: a level name, ``LEVEL*FACTOR`` or a number (sigma), checked now
+    (:func:`envs.forecast.forecast_model`)."""
+    level = text.strip().replace(" ", "")
+    try:
+        forecast_model(level)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return level
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,9 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--forecast-level",
-        choices=LEVELS,
+        type=_level,
         default=d.forecast_level or "exact",
-        help="forecast errors the agent is trained with (envs/forecast.py; default typical)",
+        metavar="LEVEL",
+        help=f"forecast errors the agent is trained with: one of {', '.join(LEVELS)} or a level scaled as "
+        "LEVEL*FACTOR, e.g. poor*2, or a number sigma (envs/forecast.py; default typical)",
     )
     p.add_argument(
         "--noise-draws",

@@ -26,7 +26,7 @@ from agents.training_scenarios import (
     TrainingScenarios,
     source_plan,
 )
-from envs.forecast import LEVELS
+from envs.forecast import LEVELS, forecast_model
 from envs.presets import PRESETS
 
 MAX_SEED = 2**32 - 1
@@ -162,8 +162,12 @@ class TrainConfig:
             fail(
                 "scenario", "no such file or folder (give a scenario JSON, a folder of them, or a data spec)"
             )
-        if self.forecast_level is not None and self.forecast_level not in LEVELS:
-            fail("forecast_level", f"choose one of {list(LEVELS)} or None (exact)")
+        if self.forecast_level is not None:
+            try:
+                forecast_model(self.forecast_level)
+            except ValueError as exc:
+                problem = str(exc).removeprefix("forecast_level: ")
+                fail("forecast_level", f"{problem}; choose one of {list(LEVELS)}, LEVEL*FACTOR or None")
         whole("seed", 0)
         for name in ("timesteps", "dagger_rounds", "value_pretrain_scenarios"):
             whole(name, 0)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.evaluation import REFERENCE, Report, evaluate
+from envs.forecast import forecast_model
 
 CLAIRVOYANT = (REFERENCE,)
 """Policies that see the true scenario (excluded from the VPI's "best non-clairvoyant")."""
@@ -88,10 +89,16 @@ def _clean(x: Any) -> Any:
     return None if isinstance(x, float) and not math.isfinite(x) else x
 
 
+def level_dir(level: str) -> str:
+    """The folder name of ``level`` under ``<out>/levels/``: a scaled level's ``*`` becomes ``x``
+    (``poor*2`` -> ``poorx2``), which every file system and shell takes as is."""
+    return level.replace("*", "x")
+
+
 def level_policy_kwargs(policy_kwargs: dict[str, dict[str, Any]], level: str) -> dict[str, dict[str, Any]]:
     """The policies' constructor arguments at ``level``: MPC is told whether its forecasts are exact."""
     out = {name: dict(kw) for name, kw in policy_kwargs.items()}
-    out.setdefault("mpc", {})["exact"] = level == "exact"
+    out.setdefault("mpc", {})["exact"] = forecast_model(level).is_exact
     return out
 
 
@@ -120,10 +127,10 @@ def evaluate_levels(
             policies,
             preset,
             seeds,
-            out_dir=None if out_dir is None else Path(out_dir) / "levels" / level,
+            out_dir=None if out_dir is None else Path(out_dir) / "levels" / level_dir(level),
             policy_kwargs=level_policy_kwargs(policy_kwargs or {}, level),
             env_kwargs={**(env_kwargs or {}), "forecast_level": level},
-            trace_dir=None if trace_dir is None else Path(trace_dir) / level,
+            trace_dir=None if trace_dir is None else Path(trace_dir) / level_dir(level),
             **sweep_kwargs,
         )
     return LevelsReport(levels=list(levels), reports=reports)

@@ -170,7 +170,8 @@ class CarbonAwareDCEnv(gym.Env[dict[str, np.ndarray], dict[str, np.ndarray]]):
       plays ``sc``, for this episode only (neither consumes a draw).
     - ``forecast_horizon`` ``H`` periods.
     - ``forecast_level``: the forecast error model of :mod:`envs.forecast`: a level name
-      (``"exact"``, ``"good"``, ``"typical"``, ``"poor"``), a scalar ``sigma`` or a
+      (``"exact"``, ``"good"``, ``"typical"``, ``"poor"``), a scaled level (``"poor*2"``: every
+      error twice as wide), a scalar ``sigma`` or a
       :class:`~envs.forecast.ForecastModel` (None: exact). ``forecast_noise=sigma`` is the old
       shorthand for the same (relative spread ``sigma·√lead``); giving both, differently, is an error.
     - ``render_mode``: None, ``"ansi"`` or ``"rgb_array"``.

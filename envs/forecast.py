@@ -129,6 +129,26 @@ class ForecastModel:
         """The error of series ``key`` (a series name or an observation key)."""
         return getattr(self, _series_name(key))
 
+    def scaled(self, factor: float) -> ForecastModel:
+        """This model with every series' error ``sd_24`` (and ``sigma``) multiplied by ``factor``:
+        the same structure (growth, correlations, kinds), a ``factor`` times wider spread. Named
+        ``"<name>*<factor>"`` (``forecast_model("poor*2")`` builds it), for sensitivity sweeps
+        beyond the named levels; ``factor = 0`` gives an exact model."""
+        if isinstance(factor, bool) or not (
+            isinstance(factor, (int, float)) and math.isfinite(factor) and factor >= 0
+        ):
+            raise ValueError(f"forecast_level: scale factor must be a finite number >= 0 (got {factor!r})")
+        series = {
+            key: dataclasses.replace(getattr(self, key), sd_24=getattr(self, key).sd_24 * float(factor))
+            for key in SERIES
+        }
+        return dataclasses.replace(
+            self,
+            name=f"{self.name}*{float(factor):g}",
+            sigma=None if self.sigma is None else self.sigma * float(factor),
+            **series,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready record of the model (``forecast_model(d)`` rebuilds it)."""
         return {
@@ -449,8 +469,9 @@ def from_sigma(sigma: float, field: str = "forecast_level") -> ForecastModel:
 
 
 def forecast_model(spec: str | float | ForecastModel | Mapping[str, Any] | None) -> ForecastModel:
-    """A :class:`ForecastModel` from a level name (``LEVELS``), a scalar ``sigma`` (a float or a
-    numeric string), a model (returned as is), a ``to_dict()`` record, or None (exact)."""
+    """A :class:`ForecastModel` from a level name (``LEVELS``), a scaled level ``"LEVEL*FACTOR"``
+    (:meth:`ForecastModel.scaled`, e.g. ``"poor*2"``), a scalar ``sigma`` (a float or a numeric
+    string), a model (returned as is), a ``to_dict()`` record, or None (exact)."""
     if spec is None:
         return NAMED["exact"]
     if isinstance(spec, ForecastModel):
@@ -469,11 +490,26 @@ def forecast_model(spec: str | float | ForecastModel | Mapping[str, Any] | None)
     if isinstance(spec, str):
         if spec in NAMED:
             return NAMED[spec]
+        if "*" in spec:
+            name, _, factor = (part.strip() for part in spec.partition("*"))
+            if name not in NAMED:
+                raise ValueError(
+                    f"forecast_level: {spec!r} scales an unknown level {name!r}; write LEVEL*FACTOR "
+                    f"with LEVEL one of {LEVELS}, e.g. 'poor*2'"
+                )
+            try:
+                value = float(factor)
+            except ValueError:
+                raise ValueError(
+                    f"forecast_level: {spec!r}: the factor after '*' must be a number (got {factor!r})"
+                ) from None
+            return NAMED[name].scaled(value)
         try:
             value = float(spec)
         except ValueError:
             raise ValueError(
-                f"forecast_level: unknown level {spec!r}; choose one of {LEVELS} or a number"
+                f"forecast_level: unknown level {spec!r}; choose one of {LEVELS}, a level scaled "
+                "as LEVEL*FACTOR (e.g. 'poor*2') or a number (sigma)"
             ) from None
         return from_sigma(value)
     if isinstance(spec, (int, float)) and not isinstance(spec, bool):

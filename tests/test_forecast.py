@@ -252,6 +252,43 @@ def test_bad_forecast_arguments_fail_early_and_name_the_field() -> None:
     assert np.all(np.diff(np.array(sds), axis=0) > 0)  # each level is worse on every series
 
 
+def test_a_scaled_level_widens_every_error_by_its_factor() -> None:
+    poor, twice = NAMED["poor"], forecast_model("poor*2")
+    assert twice == poor.scaled(2) and twice.name == "poor*2" and forecast_model(" poor * 2 ") == twice
+    for key in SERIES:
+        a, b = poor.error(key), twice.error(key)
+        assert b.sd_24 == pytest.approx(2 * a.sd_24)
+        assert (b.growth, b.rho_lead, b.rho_issue, b.kind) == (a.growth, a.rho_lead, a.rho_issue, a.kind)
+    assert forecast_model(twice.to_dict()) == twice
+    assert forecast_model("typical*0").is_exact and not forecast_model("good*0.5").is_exact
+    assert from_sigma(0.1).scaled(3).sigma == pytest.approx(0.3)
+    # A level (additive) error is linear in sd_24: the same normals give exactly twice the error.
+    w = truth_windows()
+    err = [m.draw(np.random.default_rng(7), w)["price_import"] - w["price_import"] for m in (poor, twice)]
+    np.testing.assert_allclose(err[1], 2 * err[0], rtol=1e-12, atol=1e-9)
+    # Scaled by 1 it is the level itself under another name: the same draws bit for bit.
+    once = forecast_model("poor*1")
+    a, b = (m.draw(np.random.default_rng(3), w) for m in (poor, once))
+    assert all(np.array_equal(a[k], b[k]) for k in FORECAST_KEYS)
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("awful*2", "scales an unknown level 'awful'"),
+        ("poor*x", "the factor after '\\*' must be a number"),
+        ("poor*-1", "scale factor must be a finite number >= 0"),
+        ("poor*nan", "scale factor must be a finite number >= 0"),
+        ("poor*2*2", "must be a number"),
+    ],
+)
+def test_bad_scaled_levels_name_the_cause(spec: str, message: str) -> None:
+    with pytest.raises(ValueError, match=f"forecast_level: .*{message}"):
+        forecast_model(spec)
+    with pytest.raises(ValueError, match=message):
+        CarbonAwareDCEnv(forecast_level=spec)
+
+
 def test_level_and_noise_shorthand_resolve_alike_in_both_envs():
     from envs.forecast import resolve_forecast
     from envs.vector import CarbonAwareDCVectorEnv

@@ -68,12 +68,12 @@ def test_table_never_prints_minus_zero() -> None:
 def test_evaluate_across_levels_writes_one_table_with_the_value_of_information(tmp_path, capfd) -> None:
     out = tmp_path / "res"
     code = evaluate.main(
-        ["--forecast-level", "exact,typical", "--seeds", "0", "--policies", "oracle,mpc,carbon_greedy",
-         "--out", str(out), "--no-plots", "--workers", "1"]
+        ["--forecast-level", "exact,typical,typical*1", "--seeds", "0",
+         "--policies", "oracle,mpc,carbon_greedy", "--out", str(out), "--no-plots", "--workers", "1"]
     )  # fmt: skip
     assert code == 0
     data = json.loads((out / "levels.json").read_text())
-    assert data["levels"] == ["exact", "typical"]
+    assert data["levels"] == ["exact", "typical", "typical*1"]
     per = data["per_level"]
     pct = {lv: {s["policy"]: s["pct_of_oracle"] for s in per[lv]["summary"]} for lv in data["levels"]}
     assert pct["exact"]["oracle"] == pytest.approx(100.0) and pct["typical"]["oracle"] == pytest.approx(100.0)
@@ -81,6 +81,9 @@ def test_evaluate_across_levels_writes_one_table_with_the_value_of_information(t
     best = max(pct["typical"]["mpc"], pct["typical"]["carbon_greedy"])
     assert per["typical"]["vpi"]["vpi_pct"] == pytest.approx(100.0 - best, abs=1e-6)
     assert (out / "levels" / "typical" / "results.json").exists()
+    # typical scaled by 1 is typical under another name: the same draws, the same scores.
+    assert pct["typical*1"] == pct["typical"]
+    assert (out / "levels" / "typicalx1" / "results.json").exists()
     text = capfd.readouterr().out
     assert "VPI" in text and "typical" in text
 
@@ -89,7 +92,9 @@ def test_evaluate_across_levels_writes_one_table_with_the_value_of_information(t
     "argv, message",
     [
         (["--policies", "foo"], "policy 'foo'"),
-        (["--forecast-level", "awful"], "unknown forecast level"),
+        (["--forecast-level", "awful"], "unknown level 'awful'"),
+        (["--forecast-level", "poor*x"], "the factor after '*' must be a number"),
+        (["--forecast-level", "awful*2"], "scales an unknown level 'awful'"),
         (["--forecast-noise", "-1"], "forecast-noise"),
         (["--forecast-level", "typical", "--forecast-noise", "0.1"], "give one of them"),
         (["--model", "no/such/model.zip"], "no model file"),

@@ -68,12 +68,20 @@ def _error(capsys, argv: list[str]) -> str:
         (["--learning-rate=-1e-4"], "--learning-rate"),
         (["--ft-log-std", "inf"], "--ft-log-std"),
         (["--workers", "0"], "--workers"),
+        (["--forecast-level", "typcal"], "--forecast-level"),
+        (["--forecast-level", "poor*x"], "--forecast-level"),
+        (["--forecast-level", "poor*-1"], "--forecast-level"),
     ],
 )
 def test_bad_values_fail_with_one_line_naming_the_flag(capsys, tmp_path, argv, flag) -> None:
     line = _error(capsys, [*argv, "--out", str(tmp_path / "run")])
     assert re.search(rf"error: (argument )?{flag}: ", line), line
     assert not (tmp_path / "run").exists()
+
+
+def test_forecast_level_takes_a_scaled_level(tmp_path) -> None:
+    args = train.parse_args(["--forecast-level", "poor * 2", "--out", str(tmp_path / "run")])
+    assert args.forecast_level == "poor*2"
 
 
 def test_seed_range_counts_the_ensemble_members(capsys, tmp_path) -> None:
@@ -180,6 +188,9 @@ def test_config_check_is_the_api_guard_too() -> None:
         TrainConfig(n_envs=0).check()
     with pytest.raises(ValueError, match=r"^eval_freq"):
         TrainConfig(eval_freq=0).check()
+    with pytest.raises(ValueError, match=r"^forecast_level: 'poor\*x': the factor after"):
+        TrainConfig(forecast_level="poor*x").check()
+    TrainConfig(forecast_level="poor*2").check()
     TrainConfig().check()
 
 
