@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from envs.atomic import atomic_path
 from envs.dc_env import JOB_FEATURES
 from envs.wrappers import FlatObsActionWrapper
 
@@ -105,11 +106,12 @@ class DemoDataset:
         )
 
     def save(self, path: str | Path) -> Path:
-        """Write a compressed ``.npz`` (no pickled objects; ``meta`` as a JSON string)."""
+        """Write a compressed ``.npz`` (no pickled objects; ``meta`` as a JSON string), atomically
+        (:mod:`envs.atomic`: an interrupted save leaves the previous file, never a truncated one)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = {**self.meta, "format": DATASET_FORMAT, "rows": len(self)}
-        with path.open("wb") as f:
+        with atomic_path(path) as tmp, tmp.open("wb") as f:
             np.savez_compressed(
                 f,
                 obs=self.obs,

@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from envs.atomic import atomic_write_json
+
 MANIFEST_KIND = "carbon-aware-dc-ensemble"
 """The ``kind`` field every ensemble manifest carries."""
 
@@ -60,10 +62,9 @@ def write_manifest(
             raise ValueError(f"ensemble: member {m} is not an existing model .zip or policy .json")
         rel.append(os.path.relpath(m.resolve(), path.parent.resolve()))
     data = {"kind": MANIFEST_KIND, "combine": "mean", "members": rel, **(info or {})}
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
-    return path
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"ensemble: the manifest's folder {path.parent} does not exist")
+    return atomic_write_json(path, data)
 
 
 def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from agents.ensemble import model_digest
 from agents.imitation import BCConfig, DemoDataset, behaviour_clone, dagger_validation_seeds
 from agents.sb3 import make_model, make_vec_env, policy_features, set_log_std, set_torch_threads
 from agents.training_scenarios import shape_policy_extra, shape_vec_env
+from envs.atomic import atomic_path
 from envs.scenario import Scenario
 from oracle.executor import ItemResult, run_sweep
 
@@ -59,7 +60,8 @@ def train_member(item: dict[str, Any]) -> dict[str, Any]:
         bc_cfg = replace(bc_cfg, epochs=two["epochs"], lr=two["lr"], patience=None, val_seeds=val_seeds)
     hist = behaviour_clone(model.policy, data, bc_cfg)
     set_log_std(model, item["ft_log_std"])
-    model.save(item["path"])
+    with atomic_path(item["path"]) as tmp:
+        model.save(tmp)
     return {
         "path": item["path"],
         "seed": item["seed"],

@@ -48,7 +48,7 @@ from agents.demos import DemoDataset, layout_meta
 from agents.oracle_labels import results_or_raise
 from agents.rollouts import Episode, flat_env, record_dict_actions, reset_seed
 from agents.training_scenarios import item_scenario, scenario_item
-from envs.atomic import atomic_write_json
+from envs.atomic import atomic_path, atomic_write_json
 from envs.scenario import Scenario
 from oracle.executor import run_sweep
 
@@ -357,7 +357,8 @@ def clone_and_score(
     set_log_std(model, cfg.ft_log_std)
     if model_path is not None:
         model_path.parent.mkdir(parents=True, exist_ok=True)
-        model.save(model_path)
+        with atomic_path(model_path) as tmp:
+            model.save(tmp)
     tick = time.perf_counter()
     scores = {
         level: evaluate_vs_oracle(model, scenarios, oracle_usd, cfg.preset, level) for level in eval_levels

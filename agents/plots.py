@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,20 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 import numpy as np
+
+from envs.atomic import atomic_path
+
+
+def save_figure(fig: Any, path: str | Path, dpi: int) -> Path:
+    """Write ``fig`` to ``path`` atomically (:mod:`envs.atomic`: a reader sees the old figure or the
+    new one, never half a PNG) in the format of its suffix (PNG without one), and close it."""
+    path = Path(path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png")
+    finally:
+        plt.close(fig)
+    return path
 
 
 def bar_plot(summary: list[dict[str, Any]], path: str | Path, title: str = "") -> Path:
@@ -44,10 +57,7 @@ def bar_plot(summary: list[dict[str, Any]], path: str | Path, title: str = "") -
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def dispatch_plot(trace: dict[str, list], path: str | Path, title: str = "") -> Path:
@@ -97,10 +107,7 @@ def dispatch_plot(trace: dict[str, list], path: str | Path, title: str = "") -> 
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def summary_plots(report: Any, out_dir: str | Path) -> dict[str, Path]:
@@ -137,11 +144,7 @@ def plot_learning_curve(
     ax.set_ylabel("% of oracle benefit (validation)")
     ax.set_title("fine-tuning")
     fig.tight_layout()
-    tmp = Path(f"{path}.tmp")
-    fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    os.replace(tmp, path)
-    return Path(path)
+    return save_figure(fig, path, dpi=100)
 
 
 def levels_plot(report: Any, path: str | Path) -> Path:
@@ -164,7 +167,4 @@ def levels_plot(report: Any, path: str | Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower left")
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)

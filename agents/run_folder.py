@@ -35,6 +35,7 @@ from agents.training_scenarios import (
     TrainingScenarios,
     source_record,
 )
+from envs.atomic import atomic_path, atomic_write_json
 
 
 @dataclass
@@ -81,16 +82,14 @@ def say(msg: str) -> None:
 
 def write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
-    os.replace(tmp, path)
+    atomic_write_json(path, data, default=str)
 
 
 def save_model(model: BaseAlgorithm, path: Path) -> None:
-    """``model.save`` to a temporary file, then renamed: a stage output is whole or absent."""
-    tmp = path.with_name(path.stem + ".tmp.zip")
-    model.save(tmp)
-    os.replace(tmp, path)
+    """``model.save`` to a temporary file, then renamed (:mod:`envs.atomic`): a stage output is whole
+    or absent."""
+    with atomic_path(path) as tmp:
+        model.save(tmp)
 
 
 def writable_problem(path: Path) -> str | None:

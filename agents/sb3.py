@@ -27,7 +27,6 @@ from __future__ import annotations
 import inspect
 import json
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -45,6 +44,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 from agents import safety
 from agents.imitation import rollout
 from agents.loading import DictPolicy, UntrustedModelError, algo_of, load_model, load_policy
+from envs.atomic import atomic_path, atomic_write_json
 from envs.presets import make_scenario
 from envs.scenario import Scenario
 from envs.wrappers import DEFAULT_REWARD_SCALE
@@ -327,10 +327,11 @@ class OracleEvalCallback(BaseCallback):
         row["best"] = res["pct_of_oracle"] > self.best_pct
         if row["best"]:
             self.best_pct = res["pct_of_oracle"]
-            model.save(self.best_path)
+            with atomic_path(self.best_path) as tmp:
+                model.save(tmp)
         self.history.append(row)
         if self.history_path is not None:
-            self.history_path.write_text(json.dumps(self.history, indent=1))
+            atomic_write_json(self.history_path, self.history)
         if self.verbose:
             mark = " (best)" if row["best"] else ""
             print(f"[eval] {label} {timesteps} steps: {row['pct_of_oracle']:.1f} % of oracle{mark}")
@@ -367,13 +368,12 @@ class StateCheckpointCallback(BaseCallback):
         """Write a checkpoint of the current model and the state file."""
         self.save_dir.mkdir(parents=True, exist_ok=True)
         path = self.save_dir / f"ckpt_{self.num_timesteps}.zip"
-        self.model.save(path)
+        with atomic_path(path) as tmp:
+            self.model.save(tmp)
         state = {"path": path.name, "num_timesteps": int(self.num_timesteps)}
         if self.extra is not None:
             state.update(self.extra())
-        tmp = self.save_dir / "latest.json.tmp"
-        tmp.write_text(json.dumps(state, indent=1))
-        os.replace(tmp, self.save_dir / "latest.json")
+        atomic_write_json(self.save_dir / "latest.json", state)
         ckpts = sorted(self.save_dir.glob("ckpt_*.zip"), key=lambda p: int(p.stem.split("_")[1]))
         for old in ckpts[: -self.keep]:
             old.unlink()

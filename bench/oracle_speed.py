@@ -65,6 +65,8 @@ def scaling_section(time_limit_s: float = 60.0, plot_path: str = "bench/scaling.
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from agents.plots import save_figure
+
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
     for ax, (axis, pairs) in zip(axes, results.items(), strict=True):
         key = {"sites": "S", "periods": "T", "jobs": "J"}[axis]
@@ -78,8 +80,7 @@ def scaling_section(time_limit_s: float = 60.0, plot_path: str = "bench/scaling.
     axes[0].legend()
     fig.suptitle(f"Oracle scaling (HiGHS, gap 0.01%, limit {time_limit_s:.0f} s)")
     fig.tight_layout()
-    fig.savefig(plot_path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, plot_path, dpi=110)
     head = (
         "### Oracle scaling\n\nOne solve per size (`envs.presets.draw_scenario`, seed 0), S×T×J×K; "
         f"time limit {time_limit_s:.0f} s, gap 0.01%. Plot: `{plot_path}`.\n\n"

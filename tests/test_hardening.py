@@ -287,6 +287,57 @@ def test_failed_atomic_write_keeps_the_old_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
 
 
+def test_a_failed_dataset_save_keeps_the_old_dataset(tmp_path):
+    from agents.demos import DemoDataset
+
+    def dataset(meta):
+        rows = np.arange(12, dtype=np.float32).reshape(3, 4)
+        return DemoDataset(rows, rows[:, :2], [1, 1, 2], [0, 1, 0], [0, 0, 0], meta)
+
+    path = tmp_path / "bc_dataset.npz"
+    dataset({"v": 1}).save(path)
+    before = path.read_bytes()
+    with pytest.raises(TypeError):  # the meta cannot be serialised: raised mid-save
+        dataset({"v": {1, 2}}).save(path)
+    assert path.read_bytes() == before and DemoDataset.load(path).meta["v"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["bc_dataset.npz"]
+
+
+def test_a_failed_figure_save_keeps_the_old_figure(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    from agents.plots import bar_plot
+
+    summary = [
+        {"policy": p, "benefit_mean_usd": b, "benefit_ci_low_usd": b - 1, "benefit_ci_high_usd": b + 1,
+         "emissions_mean_t": 1.0, "emissions_ci_low_t": 0.5, "emissions_ci_high_t": 1.5}
+        for p, b in (("oracle", 10.0), ("mpc", 9.0))
+    ]  # fmt: skip
+    path = bar_plot(summary, tmp_path / "benefit_emissions.png")
+    before = path.read_bytes()
+    assert before.startswith(b"\x89PNG")
+
+    def broken(self, fname, **kwargs):
+        Path(fname).write_bytes(b"\x89PNG half")  # a write cut short
+        raise OSError("disk full")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", broken)
+    with pytest.raises(OSError, match="disk full"):
+        bar_plot(summary, path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["benefit_emissions.png"]
+
+
+def test_an_ensemble_manifest_needs_its_folder(tmp_path):
+    from agents.ensemble import write_manifest
+
+    member = tmp_path / "model.json"
+    member.write_text("{}")
+    with pytest.raises(FileNotFoundError, match=r"manifest's folder .*missing does not exist"):
+        write_manifest(tmp_path / "missing" / "ensemble.json", [member])
+    assert not (tmp_path / "missing").exists()
+
+
 # -------------------------------------------------------------------------------- python -m oracle
 def _oracle(*args: str) -> tuple[subprocess.CompletedProcess[str], float]:
     tick = time.perf_counter()
