@@ -22,6 +22,7 @@ import math
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from agents.baselines import PLAN_ON
 from agents.evaluation import (
@@ -59,22 +60,30 @@ def _levels(text: str) -> list[str]:
     return list(dict.fromkeys(levels))
 
 
+def _number(text: str, kind: type, message: str) -> Any:
+    """``kind(text)``, or argparse's error ``message`` (naming the flag) when it is not one."""
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(message) from None
+
+
 def _nonnegative(text: str) -> float:
-    value = float(text)
+    value = _number(text, float, f"must be a finite number >= 0 (got {text!r})")
     if not (math.isfinite(value) and value >= 0):
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0 (got {text!r})")
     return value
 
 
 def _positive(text: str) -> float:
-    value = float(text)
+    value = _number(text, float, f"must be a finite number > 0 (got {text!r})")
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"must be a finite number > 0 (got {text!r})")
     return value
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _number(text, int, f"must be an integer >= 1 (got {text!r})")
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be an integer >= 1 (got {text!r})")
     return value

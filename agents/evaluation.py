@@ -126,12 +126,20 @@ def parse_seeds(text: str) -> list[int]:
     seeds: list[int] = []
     for part in text.split(","):
         part = part.strip()
-        if "-" in part:
-            lo, hi = part.split("-", 1)
-            seeds.extend(range(int(lo), int(hi) + 1))
-        elif part:
-            seeds.append(int(part))
-    if not seeds or min(seeds) < 0:
+        if not part:
+            continue
+        lo, dash, hi = part.partition("-")
+        try:
+            first, last = int(lo), int(hi) if dash else int(lo)
+        except ValueError:
+            first, last = -1, -1
+        if first < 0 or last < first:
+            raise argparse.ArgumentTypeError(
+                f"seeds: {part!r} is not a seed >= 0 or a range low-high with low <= high; give seeds like "
+                f"0-19 or 0,3,5 (got {text!r})"
+            )
+        seeds.extend(range(first, last + 1))
+    if not seeds:
         raise argparse.ArgumentTypeError(f"seeds: need non-negative seeds like 0-19 or 0,3,5 (got {text!r})")
     return list(dict.fromkeys(seeds))
 

@@ -98,6 +98,13 @@ def test_evaluate_across_levels_writes_one_table_with_the_value_of_information(t
         (["--forecast-noise", "-1"], "forecast-noise"),
         (["--forecast-level", "typical", "--forecast-noise", "0.1"], "give one of them"),
         (["--model", "no/such/model.zip"], "no model file"),
+        (["--mpc-scenarios", "1.5"], "--mpc-scenarios: must be an integer >= 1 (got '1.5')"),
+        (["--time-limit", "abc"], "--time-limit: must be a finite number > 0 (got 'abc')"),
+        (["--forecast-noise", "x"], "--forecast-noise: must be a finite number >= 0 (got 'x')"),
+        (["--workers", "x"], "--workers: must be an integer >= 1, got 'x'"),
+        (["--seeds", "abc"], "--seeds: seeds: 'abc' is not a seed >= 0"),
+        (["--seeds", "5-2"], "--seeds: seeds: '5-2' is not a seed >= 0 or a range low-high with low <= high"),
+        (["--seeds", "0-3,-1"], "seeds: '-1' is not a seed"),
     ],
 )
 def test_evaluate_rejects_bad_input_before_any_work(argv, message, tmp_path, capsys) -> None:
