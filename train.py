@@ -96,6 +96,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-scenarios", type=int, default=d.eval_scenarios)
     p.add_argument("--checkpoint-freq", type=int, default=d.checkpoint_freq)
     p.add_argument("--ft-log-std", type=float, default=d.ft_log_std, help="log_std when fine-tuning")
+    p.add_argument(
+        "--ft-bc-steps",
+        type=int,
+        default=d.ft_bc_steps,
+        metavar="N",
+        help="fine-tuning: N behaviour-cloning minibatch steps on the dataset after every RL update "
+        "(an anchor toward the cloned policy; default 0 = off)",
+    )
+    p.add_argument(
+        "--ft-bc-lr", type=float, default=d.ft_bc_lr, help="learning rate of those steps (default 1e-4)"
+    )
+    p.add_argument(
+        "--ft-bc-target",
+        choices=("data", "policy"),
+        default=d.ft_bc_target,
+        help="the anchor pulls toward the demonstrated actions (data, default) or the cloned policy (policy)",
+    )
     p.add_argument("--learning-rate", type=float, default=d.learning_rate)
     p.add_argument(
         "--hyperparams",
@@ -237,6 +254,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         eval_scenarios=args.eval_scenarios,
         checkpoint_freq=args.checkpoint_freq,
         ft_log_std=args.ft_log_std,
+        ft_bc_steps=args.ft_bc_steps,
+        ft_bc_lr=args.ft_bc_lr,
+        ft_bc_target=args.ft_bc_target,
         learning_rate=args.learning_rate,
         forecast_level=None if args.forecast_level == "exact" else args.forecast_level,
         noise_draws=args.noise_draws,

@@ -214,6 +214,19 @@ def imitation_loss(
     }
 
 
+def batch_loss(
+    policy: Any, obs: th.Tensor, tgt: th.Tensor, layout: StartLayout, cfg: BCConfig
+) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+    """The imitation loss of :class:`BCConfig` on one minibatch (``tgt``: :func:`bc_targets`), with
+    gradients: ``(loss, nll per action dimension, mse)``."""
+    nll, mean = policy_loss_terms(policy, obs, tgt)
+    nll = nll.mean() / tgt.shape[1]
+    mse = ((mean - tgt) ** 2).mean()
+    ce, n_ready, _ = layout.start_terms(mean, tgt, obs, cfg.start_logit_scale)
+    start_ce = ce.sum() / n_ready.sum().clamp(min=1.0)
+    return nll + cfg.mse_coef * mse + cfg.start_ce_coef * start_ce, nll, mse
+
+
 def behaviour_clone(
     policy: Any,
     data: DemoDataset,
@@ -266,13 +279,7 @@ def behaviour_clone(
         sums, count = np.zeros(3), 0
         for start in range(0, len(perm), cfg.batch_size):
             idx = perm[start : start + cfg.batch_size]
-            obs, tgt = obs_all[idx], tgt_all[idx]
-            nll, mean = policy_loss_terms(policy, obs, tgt)
-            nll = nll.mean() / act_dim
-            mse = ((mean - tgt) ** 2).mean()
-            ce, n_ready, _ = layout.start_terms(mean, tgt, obs, cfg.start_logit_scale)
-            start_ce = ce.sum() / n_ready.sum().clamp(min=1.0)
-            loss = nll + cfg.mse_coef * mse + cfg.start_ce_coef * start_ce
+            loss, nll, mse = batch_loss(policy, obs_all[idx], tgt_all[idx], layout, cfg)
             optimizer.zero_grad()
             loss.backward()
             th.nn.utils.clip_grad_norm_(params, 10.0)

@@ -122,7 +122,9 @@ def algo_of(path: str | Path) -> str:
     raise ValueError(f"{path}: cannot tell the algorithm of this SB3 zip (policy class module {module!r})")
 
 
-def load_model(path: str | Path, env: Any = None, trust_pickle: bool = False) -> Any:
+def load_model(
+    path: str | Path, env: Any = None, trust_pickle: bool = False, overrides: dict[str, Any] | None = None
+) -> Any:
     """Load a trained model (CPU): a pickle-free policy file (``.json`` + ``.safetensors``,
     :mod:`agents.policy_file`), an ensemble manifest (:mod:`agents.ensemble`) as an
     :class:`~agents.ensemble.EnsembleModel` of its members, or an SB3 ``.zip`` of any algorithm of
@@ -131,9 +133,16 @@ def load_model(path: str | Path, env: Any = None, trust_pickle: bool = False) ->
     A ``.zip`` holds pickles and can execute code when loaded, so it is refused unless
     ``trust_pickle=True`` (the training pipeline's own checkpoints; ``evaluate.py --trust-pickle``).
     ``env`` is attached to a zip's model (to continue training); without it the model only acts.
+    ``overrides``: algorithm attributes to set on a zip's model before SB3 rebuilds its schedules and
+    buffers (``learning_rate``, ``clip_range``, ``n_steps``, ...: a resumed run's changed
+    hyperparameters; SB3's ``load(**kwargs)``); refused for the other formats, which do not train.
     """
     from agents.policy_file import is_policy_file, load_policy_file
 
+    if overrides and (is_policy_file(path) or is_manifest(path)):
+        raise ValueError(
+            f"{path}: overrides apply to an SB3 .zip being trained further, not to {Path(path).suffix}"
+        )
     if is_policy_file(path):
         return load_policy_file(path, env)
     if is_manifest(path):
@@ -146,7 +155,7 @@ def load_model(path: str | Path, env: Any = None, trust_pickle: bool = False) ->
             "with trust_pickle=True (evaluate.py --trust-pickle), or convert it once with "
             "`python -m agents.policy_file export`"
         )
-    return algorithm_class(algo_of(path)).load(str(path), env=env, device="cpu")
+    return algorithm_class(algo_of(path)).load(str(path), env=env, device="cpu", **(overrides or {}))
 
 
 def default_safety_layer(path: str | Path) -> bool:

@@ -69,11 +69,13 @@ from agents.run_folder import (
     writable_problem,
 )
 from agents.sb3 import (
+    POLICY_KEYS,
     Interrupted,
     OracleEvalCallback,
     latest_checkpoint,
     load_model,
     make_model,
+    set_log_std,
     set_torch_threads,
 )
 from agents.train_config import MAX_SEED, RUNTIME_FIELDS, TrainConfig
@@ -207,14 +209,19 @@ def _stages(run: Run, t_start: float, stop_after_steps: int | None) -> dict[str,
     evaluator = _evaluator(run, scenarios, oracle_usd, ckpt)
     bc_info: dict[str, Any] | None = None
     done_steps, venv_seed = 0, cfg.seed
+    # A resumed model continues with the run's hyperparameters as they are now (a changed learning
+    # rate applies; a changed ft_log_std below); the network (net_arch, log_std_init) is the saved one.
+    algo_hp = {k: v for k, v in cfg.hyperparams().items() if k not in POLICY_KEYS}
     if ckpt is not None:
         say(f"resuming from {ckpt['path']} at {ckpt['num_timesteps']} steps")
         done_steps = int(ckpt["num_timesteps"])
         venv_seed = cfg.seed + done_steps
-        model = load_model(ckpt["path"], _vec_env(run, venv_seed), trust_pickle=True)
+        model = load_model(ckpt["path"], _vec_env(run, venv_seed), trust_pickle=True, overrides=algo_hp)
     elif resume and (out / "bc_model.zip").exists():
         say("resuming from the cloned model (no fine-tuning checkpoint yet)")
-        model = load_model(out / "bc_model.zip", _vec_env(run, venv_seed), trust_pickle=True)
+        model = load_model(
+            out / "bc_model.zip", _vec_env(run, venv_seed), trust_pickle=True, overrides=algo_hp
+        )
     else:
         model = make_model(
             cfg.algo,
@@ -230,6 +237,8 @@ def _stages(run: Run, t_start: float, stop_after_steps: int | None) -> dict[str,
         else:
             evaluator.evaluate(model, 0, "init")
         save_model(model, out / "bc_model.zip")
+    if resume and "ft_log_std" in (record.get("resumed") or [{}])[-1].get("changed", {}):
+        set_log_std(model, cfg.ft_log_std)  # a changed exploration noise applies from here on
     if resume and bc_info is None and (out / "bc_info.json").exists():
         bc_info = json.loads((out / "bc_info.json").read_text())
 

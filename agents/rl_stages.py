@@ -16,10 +16,12 @@ from typing import Any
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 
+from agents.demos import DemoDataset
 from agents.ensemble import EnsembleModel, write_manifest
 from agents.members import clone_members
 from agents.run_folder import Run, say
 from agents.sb3 import (
+    BCAnchorCallback,
     Interrupted,
     OracleEvalCallback,
     StateCheckpointCallback,
@@ -53,6 +55,16 @@ def stage_finetune(
             extra=lambda: {"history": evaluator.history, "best_pct": evaluator.best_pct},
         )
         callbacks: list[BaseCallback] = [evaluator, checkpointer]
+        if cfg.ft_bc_steps > 0:
+            data = DemoDataset.load(run.out / "bc_dataset.npz")
+            reference = None
+            if cfg.ft_bc_target == "policy":  # the cloned policy, also after a resume
+                reference = load_model(run.out / "bc_model.zip", trust_pickle=True).policy
+            say(f"fine-tuning with an anchor toward the {cfg.ft_bc_target}: {cfg.ft_bc_steps} steps/update")
+            anchor = BCAnchorCallback(
+                data, cfg.ft_bc_steps, cfg.ft_bc_lr, cfg.seed + done_steps, cfg.ft_bc_target, reference
+            )
+            callbacks.append(anchor)
         if stop_after_steps is not None:
             callbacks.append(StopAfterCallback(stop_after_steps))
         planned = whole_rollouts(model, remaining)

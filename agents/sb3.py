@@ -24,6 +24,7 @@ The training stages that use these live in :mod:`agents.pipeline`.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import json
 import math
@@ -51,6 +52,7 @@ from envs.wrappers import DEFAULT_REWARD_SCALE
 
 __all__ = [
     "ALGOS",
+    "BCAnchorCallback",
     "DictPolicy",
     "OracleEvalCallback",
     "StateCheckpointCallback",
@@ -414,4 +416,89 @@ class StopAfterCallback(BaseCallback):
     def _on_step(self) -> bool:
         if self.num_timesteps >= self.steps:
             raise Interrupted(f"stopped after {self.num_timesteps} steps")
+        return True
+
+
+ANCHOR_TARGETS = ("data", "policy")
+"""What :class:`BCAnchorCallback` pulls toward: the demonstrated actions (the imitation loss) or the
+policy fine-tuning started from (the squared distance of the Gaussian means: the KL divergence of
+two Gaussians with the same fixed standard deviation, up to its scale)."""
+
+
+class BCAnchorCallback(BaseCallback):
+    """Behaviour-cloning anchor for RL fine-tuning: after every policy update, ``steps`` Adam
+    minibatch steps of the imitation loss (:func:`agents.bc.batch_loss`, the cloning stage's loss)
+    on the demonstrations ``data``, at learning rate ``lr``.
+
+    Alternating the two is a behaviour-cloning penalty on the RL objective (issue 13's "a KL or
+    behaviour-cloning penalty toward the cloned policy"): the RL step moves the policy where its
+    advantage estimates point, the anchor pulls it back toward the oracle's actions, with a weight
+    set by ``steps x lr``. SB3 has no hook after ``train()``; a rollout's start is right after the
+    previous update, so the anchor runs there (not before the first rollout). Minibatches are drawn
+    with a generator seeded by ``seed``. ``target`` (:data:`ANCHOR_TARGETS`): ``"data"`` minimises
+    the imitation loss on the demonstrations; ``"policy"`` the squared distance between the
+    policy's Gaussian mean and ``reference``'s (default: the policy as ``learn`` starts) on the
+    demonstrations' observations, a KL penalty toward the cloned policy."""
+
+    def __init__(
+        self,
+        data: Any,
+        steps: int,
+        lr: float,
+        seed: int,
+        target: str = "data",
+        reference: Any = None,
+        bc_cfg: Any = None,
+    ) -> None:
+        super().__init__(0)
+        from agents.bc import BCConfig, StartLayout
+
+        if target not in ANCHOR_TARGETS:
+            raise ValueError(f"BCAnchorCallback: target must be one of {ANCHOR_TARGETS} (got {target!r})")
+        self.data, self.steps, self.lr, self.target = data, int(steps), float(lr), target
+        self.reference: Any = reference
+        self.cfg = bc_cfg or BCConfig()
+        self.layout = StartLayout.from_meta(data.meta)
+        self.gen = np.random.default_rng(seed)
+        self.optimizer: th.optim.Optimizer | None = None
+        self.params: list[th.nn.Parameter] = []
+        self.rollouts = 0
+        self.updates = 0
+
+    def _on_training_start(self) -> None:
+        if self.target == "policy" and self.reference is None:  # the policy learn() starts from
+            self.reference = copy.deepcopy(self.model.policy)
+        if self.reference is not None:
+            self.reference.set_training_mode(False)
+
+    def _on_rollout_start(self) -> None:
+        self.rollouts += 1
+        if self.rollouts == 1 or self.steps <= 0:
+            return
+        from agents.bc import batch_loss, bc_targets
+
+        policy = self.model.policy
+        if self.optimizer is None:  # the exploration noise (log_std) stays the RL stage's
+            self.params = [p for name, p in policy.named_parameters() if name != "log_std"]
+            self.optimizer = th.optim.Adam(self.params, lr=self.lr)
+        policy.set_training_mode(True)
+        for _ in range(self.steps):
+            rows = self.gen.integers(0, len(self.data), self.cfg.batch_size)
+            obs = th.as_tensor(self.data.obs[rows], device=policy.device)
+            if self.target == "policy":
+                mean = policy.get_distribution(obs).distribution.mean
+                with th.no_grad():
+                    ref = self.reference.get_distribution(obs).distribution.mean
+                loss = ((mean - ref) ** 2).mean()
+            else:
+                tgt = th.as_tensor(bc_targets(self.data.actions[rows], self.cfg.margin), device=policy.device)
+                loss, _, _ = batch_loss(policy, obs, tgt, self.layout, self.cfg)
+            self.optimizer.zero_grad()
+            loss.backward()
+            th.nn.utils.clip_grad_norm_(self.params, 10.0)
+            self.optimizer.step()
+        policy.set_training_mode(False)
+        self.updates += 1
+
+    def _on_step(self) -> bool:
         return True

@@ -70,7 +70,11 @@ class TrainConfig:
     ``timesteps``: fine-tuning environment steps; ``0`` (the default) switches the fine-tuning stage
     off and the best cloned policy is deployed. Off by default because it never raised the cloned
     policy's validation score in four measured runs (docs/training.md, "Fine-tuning"); a run
-    without behaviour cloning (``bc=False``) needs ``timesteps > 0``.
+    without behaviour cloning (``bc=False``) needs ``timesteps > 0``. ``ft_bc_steps``: a
+    behaviour-cloning anchor during fine-tuning, that many imitation-loss minibatch steps (Adam,
+    ``ft_bc_lr``) on the run's dataset after every RL update (:class:`agents.sb3.BCAnchorCallback`;
+    0 = off, needs ``bc``), toward the demonstrated actions (``ft_bc_target="data"``) or toward the
+    cloned policy fine-tuning started from (``"policy"``: a KL penalty).
 
     ``forecast_level`` (:mod:`envs.forecast`; default ``typical``, ordinary day-ahead skill, as
     operators decide; None = exact): the forecast errors of every env the
@@ -107,6 +111,9 @@ class TrainConfig:
     eval_scenarios: int = 16
     checkpoint_freq: int = 20_000
     ft_log_std: float = -2.5
+    ft_bc_steps: int = 0
+    ft_bc_lr: float = 1e-4
+    ft_bc_target: str = "data"
     learning_rate: float | None = None
     oracle_time_limit_s: float = 60.0
     demo_mip_gap: float = 5e-3
@@ -195,6 +202,12 @@ class TrainConfig:
             fail("demo_mip_gap", "must be a relative gap in [0, 1)")
         if not (isinstance(self.ft_log_std, (int, float)) and math.isfinite(self.ft_log_std)):
             fail("ft_log_std", "must be a finite number")
+        whole("ft_bc_steps", 0)
+        positive("ft_bc_lr")
+        if self.ft_bc_target not in ("data", "policy"):
+            fail("ft_bc_target", "choose 'data' (the imitation loss) or 'policy' (toward the cloned policy)")
+        if self.ft_bc_steps > 0 and not self.bc:
+            fail("ft_bc_steps", "the anchor clones the oracle dataset: it needs bc")
         if not self.bc and self.timesteps == 0:
             fail("timesteps", "without bc the agent learns only by RL: give timesteps > 0 (e.g. 200000)")
         self.hyperparams()  # an unknown key or a missing file fails here too

@@ -186,6 +186,46 @@ def test_bc_lowers_loss_and_beats_greedy(small_dataset: DemoDataset, schedules) 
         assert bc > greedy, (seed, bc, greedy)
 
 
+def test_bc_anchor_pulls_fine_tuning_toward_the_demonstrations(small_dataset: DemoDataset) -> None:
+    from agents.sb3 import BCAnchorCallback, resolve_hyperparams
+
+    hp = {**resolve_hyperparams("ppo", "paper", "finetune"), "n_steps": 48, "batch_size": 48, "n_epochs": 2}
+    losses = {}
+    for steps in (0, 20):
+        th.manual_seed(0)
+        model = make_model("ppo", make_vec_env("paper", 1, seed=0), seed=0, hyperparams=hp)
+        anchor = BCAnchorCallback(small_dataset, steps, lr=1e-3, seed=0)
+        model.learn(3 * 48, callback=anchor)
+        # Three rollouts: the anchor runs after the first and the second update, not before any.
+        assert anchor.updates == (2 if steps else 0)
+        losses[steps] = imitation_loss(model.policy, small_dataset)["loss"]
+    assert losses[20] < 0.8 * losses[0]
+    # The anchor trains every parameter but the exploration noise (log_std), which stays the RL stage's.
+    anchored = {name for name, p in model.policy.named_parameters() if any(p is q for q in anchor.params)}
+    assert anchored == {name for name, _ in model.policy.named_parameters()} - {"log_std"}
+
+
+def test_policy_anchor_keeps_fine_tuning_near_the_cloned_policy(small_dataset: DemoDataset) -> None:
+    from agents.sb3 import BCAnchorCallback, resolve_hyperparams
+
+    hp = {**resolve_hyperparams("ppo", "paper", "finetune"), "n_steps": 48, "batch_size": 48}
+    hp.update(n_epochs=4, learning_rate=1e-3, target_kl=None)  # RL steps large enough to move it
+    obs = th.as_tensor(small_dataset.obs)
+    drift = {}
+    for steps in (0, 40):
+        th.manual_seed(0)
+        model = make_model("ppo", make_vec_env("paper", 1, seed=0), seed=0, hyperparams=hp)
+        with th.no_grad():
+            start = model.policy.get_distribution(obs).distribution.mean.clone()
+        with pytest.raises(ValueError, match="target must be one of"):
+            BCAnchorCallback(small_dataset, steps, lr=1e-3, seed=0, target="oracle")
+        model.learn(4 * 48, callback=BCAnchorCallback(small_dataset, steps, lr=1e-3, seed=0, target="policy"))
+        with th.no_grad():
+            end = model.policy.get_distribution(obs).distribution.mean
+        drift[steps] = float(((end - start) ** 2).mean())
+    assert drift[0] > 0 and drift[40] < 0.5 * drift[0]
+
+
 def test_bc_runs_on_sac_and_a2c(small_dataset: DemoDataset) -> None:
     for algo in ("sac", "a2c"):
         model = make_model(algo, make_vec_env("paper", 1, seed=0), seed=0)

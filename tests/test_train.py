@@ -176,6 +176,41 @@ def test_train_smoke_then_resume(tmp_path) -> None:
     assert {p.name: p.read_bytes() for p in (moved / "ensemble").glob("member_*.zip")} == before
     assert read_manifest(moved / "ensemble.json")["members"][1].startswith(str(moved.resolve()))
 
+    # Resumed with a changed learning rate and exploration noise, fine-tuning continues with both
+    # (they used to stay the checkpoint's), anchored to the cloned policy.
+    fourth = _train(
+        moved, "--resume", "--resume-with-changes", "--timesteps", "1440", "--learning-rate", "3e-5",
+        "--ft-log-std", "-3", "--ft-bc-steps", "2", "--ft-bc-target", "policy",
+    )  # fmt: skip
+    assert fourth.returncode == 0, fourth.stderr[-3000:]
+    assert "anchor toward the policy" in fourth.stdout
+    ckpt = load_model(moved / "checkpoints" / "ckpt_1440.zip", trust_pickle=True)
+    assert ckpt.lr_schedule(1.0) == pytest.approx(3e-5)
+    assert ckpt.policy.log_std.detach().numpy() == pytest.approx(-3.0, abs=0.01)  # one small update
+
+
+def test_a_resumed_zip_takes_the_changed_hyperparameters(tmp_path) -> None:
+    import torch as th
+
+    model = make_model("ppo", make_vec_env("paper", 1, seed=0), seed=0)
+    path = tmp_path / "ckpt.zip"
+    model.save(path)
+    same = load_model(path, make_vec_env("paper", 1, seed=0), trust_pickle=True)
+    assert same.lr_schedule(1.0) == pytest.approx(model.lr_schedule(1.0))
+    changed = load_model(
+        path,
+        make_vec_env("paper", 1, seed=0),
+        trust_pickle=True,
+        overrides={"learning_rate": 3e-4, "clip_range": 0.3, "n_steps": 96},
+    )
+    assert changed.lr_schedule(1.0) == pytest.approx(3e-4) and model.lr_schedule(1.0) < 1e-4
+    assert changed.clip_range(1.0) == pytest.approx(0.3) and changed.rollout_buffer.buffer_size == 96
+    saved, loaded = model.policy.state_dict(), changed.policy.state_dict()
+    assert saved.keys() == loaded.keys()
+    assert all(th.equal(saved[k], loaded[k]) for k in saved)  # the network is the saved one
+    with pytest.raises(ValueError, match=r"overrides apply to an SB3 \.zip"):
+        load_model(Path("agents/pretrained/paper/model.json"), overrides={"learning_rate": 3e-4})
+
 
 @pytest.mark.slow
 def test_train_without_bc_a2c(tmp_path) -> None:

@@ -68,6 +68,8 @@ def _error(capsys, argv: list[str]) -> str:
         (["--learning-rate=-1e-4"], "--learning-rate"),
         (["--ft-log-std", "inf"], "--ft-log-std"),
         (["--workers", "0"], "--workers"),
+        (["--ft-bc-steps", "-1"], "--ft-bc-steps"),
+        (["--ft-bc-lr", "0"], "--ft-bc-lr"),
         (["--forecast-level", "typcal"], "--forecast-level"),
         (["--forecast-level", "poor*x"], "--forecast-level"),
         (["--forecast-level", "poor*-1"], "--forecast-level"),
@@ -191,6 +193,8 @@ def test_config_check_is_the_api_guard_too() -> None:
     with pytest.raises(ValueError, match=r"^forecast_level: 'poor\*x': the factor after"):
         TrainConfig(forecast_level="poor*x").check()
     TrainConfig(forecast_level="poor*2").check()
+    with pytest.raises(ValueError, match=r"^ft_bc_steps: the anchor clones the oracle dataset: it needs bc"):
+        TrainConfig(bc=False, timesteps=100, ft_bc_steps=4).check()
     TrainConfig().check()
 
 
