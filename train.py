@@ -23,6 +23,7 @@ from agents.pipeline import (
     Interrupted,
     TrainConfig,
     config_changes,
+    network_changes,
     saved_config,
     train_agent,
     writable_problem,
@@ -227,6 +228,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             p.error(
                 f"--resume: flags differ from {Path(args.out) / 'config.json'}: {listed}; drop them to "
                 "continue the run as it was, or add --resume-with-changes to continue with the new values"
+            )
+        fixed = network_changes(saved, changes)
+        if fixed:
+            p.error(
+                f"--resume: {', '.join(fixed)} would reshape the saved networks, which a resumed run "
+                "loads as they are; start a new run (another --out) to change them"
             )
         args.apply = {name for name, _, _ in changes}
     return args

@@ -27,6 +27,7 @@ from agents.imitation import (
 )
 from agents.sb3 import (
     HYPERPARAMS_DIR,
+    POLICY_KEYS,
     latest_checkpoint,
 )
 from agents.train_config import RUNTIME_FIELDS, TrainConfig
@@ -152,6 +153,16 @@ def config_changes(
         if old[name] != new[name]:
             changes.append((name, old[name], new[name]))
     return sorted(changes)
+
+
+def network_changes(saved: TrainConfig, changes: list[tuple[str, Any, Any]]) -> list[str]:
+    """The settings among ``changes`` (:func:`config_changes`) that would reshape the saved networks:
+    ``algo``, ``window_features``, or a policy key (``net_arch``, ``log_std_init``) of the effective
+    hyperparameters. A resumed run loads its checkpoint as saved, so these cannot apply."""
+    after = replace(saved, **{name: new for name, _, new in changes})
+    moved = [name for name in ("algo", "window_features") if getattr(saved, name) != getattr(after, name)]
+    before_hp, after_hp = saved.hyperparams(), after.hyperparams()
+    return moved + [key for key in POLICY_KEYS if before_hp.get(key) != after_hp.get(key)]
 
 
 def resumed_config(cfg: TrainConfig, apply: Collection[str] = ()) -> tuple[TrainConfig, dict[str, Any]]:

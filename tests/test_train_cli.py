@@ -144,6 +144,20 @@ def test_resume_refuses_changed_flags_and_lists_each(capsys, run_folder) -> None
     assert cfg.bc_epochs == 7 and cfg.bc_scenarios == 2 and cfg.ensemble == 1
 
 
+def test_resume_refuses_changes_that_would_reshape_the_networks(capsys, run_folder) -> None:
+    out = str(run_folder)
+    for flags, named in (
+        (["--hp", "net_arch=[64, 64]"], "net_arch"),
+        (["--no-window-features"], "window_features"),
+        (["--algo", "a2c"], "algo"),
+    ):
+        line = _error(capsys, ["--resume", "--out", out, *flags, "--resume-with-changes"])
+        assert f"--resume: {named}" in line and "would reshape the saved networks" in line, line
+    # The algorithm's own hyperparameters may change: they apply to the loaded checkpoint.
+    args = train.parse_args(["--resume", "--out", out, "--learning-rate", "3e-5", "--resume-with-changes"])
+    assert args.apply == {"learning_rate"}
+
+
 def test_resume_with_changes_records_them(run_folder) -> None:
     args = train.parse_args(
         ["--resume", "--out", str(run_folder), "--bc-epochs", "7", "--resume-with-changes"]
