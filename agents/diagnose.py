@@ -73,7 +73,9 @@ def gap_breakdown(
     threads: int | None = 1,
 ) -> dict[str, Any]:
     """Play ``policy`` (SB3 ``predict``) on ``scenario`` in ``env`` (the env the policy was built
-    for; exact forecasts for a fair split) and split its gap to the oracle (module doc).
+    for, with its forecast errors) and split its gap to the clairvoyant oracle (module doc). With
+    forecast errors the re-solves still see the true scenario: the split says what the policy's
+    decisions, taken on wrong forecasts, cost in each part.
 
     Returns the four benefits of :data:`STEPS` (USD), the parts of :data:`PARTS` (USD, their sum is
     ``oracle - policy``), the solver statuses, the policy's penalties (not part of the benefit) and
@@ -125,8 +127,12 @@ def breakdown_item(item: dict[str, Any]) -> dict[str, Any]:
 
     given = item.get("scenario")
     sc = Scenario.from_dict(given) if given is not None else make_scenario(item["preset"], int(item["seed"]))
-    env = make_env(item["preset"], sc)
-    policy = make_policy(item["spec"], env, **item.get("policy_kwargs", {}))
+    level = item.get("forecast_level")
+    env = make_env(item["preset"], sc, forecast_level=level)
+    kw = dict(item.get("policy_kwargs", {}))
+    if item["spec"] == "mpc":
+        kw.setdefault("exact", env.forecast_model.is_exact)
+    policy = make_policy(item["spec"], env, **kw)
     out = gap_breakdown(policy, env, sc, seed=int(item["seed"]), time_limit_s=float(item["time_limit_s"]))
     seed = None if given is not None else int(item["seed"])
     return {"seed": seed, "scenario": item["name"], "fingerprint": item["fingerprint"], **out}
@@ -157,6 +163,7 @@ def make_items(
     time_limit_s: float,
     policy_kwargs: dict[str, Any] | None = None,
     scenarios: Sequence[tuple[str, Scenario]] | None = None,
+    forecast_level: str | None = None,
 ) -> list[dict[str, Any]]:
     """One item per scenario (a preset's seeds, keyed ``<preset>-<seed>``, or named ``scenarios``, keyed
     by their file-safe names), each with a ``fingerprint`` of what its result depends on (the model
@@ -178,6 +185,7 @@ def make_items(
             "time_limit_s": time_limit_s,
             "policy_kwargs": policy_kwargs or {},
             "code": code,
+            **({"forecast_level": forecast_level} if forecast_level is not None else {}),
         }
         if (policy_kwargs or {}).get("vecnormalize"):
             ident["vecnormalize"] = model_digest(policy_kwargs["vecnormalize"])
@@ -190,6 +198,7 @@ def make_items(
                 "seed": target["seed"],
                 "time_limit_s": time_limit_s,
                 "policy_kwargs": policy_kwargs or {},
+                "forecast_level": forecast_level,
                 "fingerprint": hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16],
                 **({"scenario": target["scenario"]} if "scenario" in target else {}),
             }
@@ -231,6 +240,17 @@ def format_summary(spec: str, what: str, summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _level(text: str) -> str:
+    from envs.forecast import forecast_model
+
+    level = text.strip().replace(" ", "")
+    try:
+        forecast_model(level)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return level
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``python -m agents.diagnose``."""
     from agents.evaluation import default_model, parse_seeds
@@ -258,6 +278,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="your scenarios instead of a preset: a scenario JSON, a folder (its heldout/ split if it "
         "has one) or a data spec .yaml (its held-out windows)",
+    )
+    parser.add_argument(
+        "--forecast-level",
+        type=_level,
+        default=None,
+        metavar="LEVEL",
+        help="the policy plays with these forecast errors (exact, good, typical, poor, LEVEL*FACTOR or a "
+        "number; default exact); the re-solves see the true scenario",
     )
     parser.add_argument("--time-limit", type=float, default=60.0, help="MILP time limit per solve, s")
     parser.add_argument("--workers", type=int, default=None, help="scenarios at once (default: all cores)")
@@ -317,7 +345,9 @@ def main(argv: list[str] | None = None) -> int:
         where = f"scenario {scenarios[0][0]}" if scenarios else f"preset {args.preset}"
         check_model_shapes(parser, [args.model], make_env(args.preset, first), where)
     kw = {} if args.model in POLICY_NAMES else loading_kwargs(args)
-    items = make_items(args.model, args.preset, args.seeds or [], args.time_limit, kw, scenarios)
+    items = make_items(
+        args.model, args.preset, args.seeds or [], args.time_limit, kw, scenarios, args.forecast_level
+    )
     cache = Path(args.out) / "items"
     try:
         cache.mkdir(parents=True, exist_ok=True)
@@ -346,9 +376,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         import json
 
-        payload = {"model": args.model, "preset": args.preset, "scenario": args.scenario}
+        payload = {
+            "model": args.model,
+            "preset": args.preset,
+            "scenario": args.scenario,
+            "forecast_level": args.forecast_level or "exact",
+        }
         print(json.dumps({**payload, "rows": rows, "summary": summary}))
     else:
+        if args.forecast_level is not None:
+            what = f"{what} ({args.forecast_level} forecasts)"
         print(format_summary(args.model, what, summary))
     return 1 if failed else 0
 

@@ -84,6 +84,36 @@ def test_cli_prints_the_split(capsys: pytest.CaptureFixture[str], tmp_path) -> N
     assert "job_choice" in text and "routing" in text and "energy" in text
 
 
+def test_cli_splits_the_gap_under_forecast_errors(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
+    import json
+
+    from agents.baselines import make_policy
+    from agents.diagnose import main
+    from agents.evaluation import make_env
+    from agents.rollout import rollout
+
+    out_dir = ["--out", str(tmp_path / "diagnose")]
+    argv = ["--model", "mpc", "--seeds", "3", "--workers", "1", "--json", "--forecast-level", "poor"]
+    argv += out_dir
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    (row,) = out["rows"]
+    assert out["forecast_level"] == "poor"
+    # The policy step is MPC played on poor forecasts (the same draws as evaluate.py's), the oracle
+    # steps see the truth, and the parts still add up to the whole gap.
+    sc = make_scenario("paper", 3)
+    env = make_env("paper", sc, forecast_level="poor")
+    played = rollout(make_policy("mpc", env, exact=False), env, seed=3, preset="paper")
+    assert row["benefit_usd"]["policy"] == pytest.approx(played.benefit_usd, rel=1e-9)
+    assert row["benefit_usd"]["oracle"] == pytest.approx(solve(sc, "joint").objective_usd, rel=1e-3)
+    assert sum(row["parts_usd"].values()) == pytest.approx(
+        row["benefit_usd"]["oracle"] - row["benefit_usd"]["policy"]
+    )
+    with pytest.raises(SystemExit) as exc:
+        main(["--model", "mpc", "--forecast-level", "poor*x", *out_dir])
+    assert exc.value.code == 2 and "the factor after '*' must be a number" in capsys.readouterr().err
+
+
 def test_cli_rejects_a_missing_model_or_an_untrusted_zip_before_any_work(tmp_path, capsys) -> None:
     from agents.diagnose import main
 
