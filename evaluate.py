@@ -30,6 +30,7 @@ from agents.evaluation import (
     evaluate,
     heldout_scenarios,
     interrupted_message,
+    parse_level,
     parse_seeds,
     print_table,
     training_range_note,
@@ -49,14 +50,9 @@ LEVEL_POLICIES = ("oracle", "mpc", "mpc_posterior", "mpc_stochastic", "hybrid", 
 def _levels(text: str) -> list[str]:
     from envs.forecast import LEVELS
 
-    levels = [p.strip().replace(" ", "") for p in text.split(",") if p.strip()]
+    levels = [parse_level(p) for p in text.split(",") if p.strip()]
     if not levels:
         raise argparse.ArgumentTypeError(f"no forecast level in {text!r}; choose from {','.join(LEVELS)}")
-    for level in levels:
-        try:
-            forecast_model(level)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
     return list(dict.fromkeys(levels))
 
 

@@ -19,6 +19,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from agents.evaluation import parse_level
 from agents.pipeline import (
     Interrupted,
     TrainConfig,
@@ -28,8 +29,8 @@ from agents.pipeline import (
     train_agent,
     writable_problem,
 )
-from agents.sb3 import ALGOS, parse_hp
-from envs.forecast import LEVELS, forecast_model
+from agents.sb3 import ALGOS, ANCHOR_TARGETS, parse_hp
+from envs.forecast import LEVELS
 from envs.presets import PRESETS
 from oracle.executor import add_backend_args
 
@@ -40,17 +41,6 @@ FIELD_OF = {
 }
 """``TrainConfig`` field of each flag whose name differs (the others: the flag's own name)."""
 NOT_CONFIG = {"resume", "resume_with_changes", "stop_after_steps"}
-
-
-def _level(text: str) -> str:
-    """``--forecast-level``: a level name, ``LEVEL*FACTOR`` or a number (sigma), checked now
-    (:func:`envs.forecast.forecast_model`)."""
-    level = text.strip().replace(" ", "")
-    try:
-        forecast_model(level)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return level
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--ft-bc-target",
-        choices=("data", "policy"),
+        choices=ANCHOR_TARGETS,
         default=d.ft_bc_target,
         help="the anchor pulls toward the demonstrated actions (data, default) or the cloned policy (policy)",
     )
@@ -145,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--forecast-level",
-        type=_level,
+        type=parse_level,
         default=d.forecast_level or "exact",
         metavar="LEVEL",
         help=f"forecast errors the agent is trained with: one of {', '.join(LEVELS)} or a level scaled as "

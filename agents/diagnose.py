@@ -240,20 +240,9 @@ def format_summary(spec: str, what: str, summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _level(text: str) -> str:
-    from envs.forecast import forecast_model
-
-    level = text.strip().replace(" ", "")
-    try:
-        forecast_model(level)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return level
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``python -m agents.diagnose``."""
-    from agents.evaluation import default_model, parse_seeds
+    from agents.evaluation import default_model, parse_level, parse_seeds
     from agents.loading import add_loading_args
     from envs.presets import PRESETS
 
@@ -281,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--forecast-level",
-        type=_level,
+        type=parse_level,
         default=None,
         metavar="LEVEL",
         help="the policy plays with these forecast errors (exact, good, typical, poor, LEVEL*FACTOR or a "

@@ -121,6 +121,19 @@ def training_range_note(seeds: Sequence[int]) -> str | None:
     )
 
 
+def parse_level(text: str) -> str:
+    """One ``--forecast-level`` value (a level name, ``LEVEL*FACTOR`` or a number), spaces removed and
+    checked now by :func:`envs.forecast.forecast_model`; its error names the problem."""
+    from envs.forecast import forecast_model
+
+    level = text.strip().replace(" ", "")
+    try:
+        forecast_model(level)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return level
+
+
 def parse_seeds(text: str) -> list[int]:
     """``"0-19"``, ``"0,3,5"`` or a mix (``"0-4,10"``) -> a list of seeds (for ``--seeds``)."""
     seeds: list[int] = []

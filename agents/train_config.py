@@ -19,6 +19,7 @@ from agents.imitation import (
     draw_training_seeds,
 )
 from agents.sb3 import (
+    ANCHOR_TARGETS,
     resolve_hyperparams,
 )
 from agents.train_log import tensorboard_problem
@@ -204,7 +205,7 @@ class TrainConfig:
             fail("ft_log_std", "must be a finite number")
         whole("ft_bc_steps", 0)
         positive("ft_bc_lr")
-        if self.ft_bc_target not in ("data", "policy"):
+        if self.ft_bc_target not in ANCHOR_TARGETS:
             fail("ft_bc_target", "choose 'data' (the imitation loss) or 'policy' (toward the cloned policy)")
         if self.ft_bc_steps > 0 and not self.bc:
             fail("ft_bc_steps", "the anchor clones the oracle dataset: it needs bc")
