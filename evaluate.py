@@ -43,8 +43,19 @@ from envs.forecast import forecast_model
 from oracle.executor import add_backend_args, backend_kwargs
 
 DEFAULT_POLICIES = ("oracle", "mpc", "greedy", "carbon_greedy")
-LEVEL_POLICIES = ("oracle", "mpc", "mpc_posterior", "mpc_stochastic", "hybrid", "greedy", "carbon_greedy")
+LEVEL_POLICIES = (
+    "oracle",
+    "mpc",
+    "mpc_posterior",
+    "mpc_stochastic",
+    "hybrid",
+    "agent_lp",
+    "greedy",
+    "carbon_greedy",
+)
 """The default policies of a run across forecast levels (plus the trained model if there is one)."""
+PROPOSED = ("hybrid", "agent_lp")
+"""Policies built around a trained model that proposes (``--hybrid-model``, default the agent row's)."""
 
 
 def _levels(text: str) -> list[str]:
@@ -138,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--hybrid-model",
         metavar="PATH",
         default=None,
-        help="hybrid: the trained model that proposes the job starts (default: the agent row's model)",
+        help="hybrid and agent_lp: the trained model that proposes (default: the agent row's model)",
     )
     parser.add_argument(
         "--hybrid-window",
@@ -212,21 +223,22 @@ def _fits(model: Path, args: argparse.Namespace, scenarios) -> bool:
 def _check_hybrid(
     parser: argparse.ArgumentParser, args: argparse.Namespace, policies: list[str]
 ) -> str | None:
-    """The hybrid's model path when ``hybrid`` is among ``policies`` (``--hybrid-model`` or the agent
-    row's default model), checked before any work; ``--hybrid-*`` flags without ``hybrid`` fail."""
+    """The proposing model's path when ``hybrid`` or ``agent_lp`` is among ``policies``
+    (``--hybrid-model`` or the agent row's default model), checked before any work; ``--hybrid-*``
+    flags without a policy that reads them fail."""
     if "hybrid" not in policies:
-        flags = (
-            ("--hybrid-model", args.hybrid_model),
-            ("--hybrid-window", args.hybrid_window),
-            ("--hybrid-plan-on", args.hybrid_plan_on),
-        )
+        flags = (("--hybrid-window", args.hybrid_window), ("--hybrid-plan-on", args.hybrid_plan_on))
         given = [flag for flag, value in flags if value is not None]
         if given:
             parser.error(f"{', '.join(given)}: only with the hybrid policy (add hybrid to --policies)")
+    users = [p for p in PROPOSED if p in policies]
+    if not users:
+        if args.hybrid_model is not None:
+            parser.error("--hybrid-model: only with the hybrid or agent_lp policy (add one to --policies)")
         return None
     model = Path(args.hybrid_model) if args.hybrid_model is not None else default_model()
     if not model.is_file():
-        source = "--hybrid-model" if args.hybrid_model is not None else "hybrid: the default model"
+        source = "--hybrid-model" if args.hybrid_model is not None else f"{users[0]}: the default model"
         parser.error(f"{source} {model}: no model file there (train one, or give --hybrid-model PATH)")
     return str(model)
 
@@ -268,8 +280,8 @@ def main(argv: list[str] | None = None) -> int:
             models = [str(model)]
         else:
             unfit_default = model
-        if models == [] and "hybrid" in policies and args.hybrid_model is None:
-            policies.remove("hybrid")  # a default row that needs the (missing or unfit) default model
+        if models == [] and args.hybrid_model is None:  # default rows that need the missing/unfit model
+            policies = [p for p in policies if p not in PROPOSED]
     policies += [m for m in models if m not in policies]
     _check_policies(parser, policies)
     from agents.baselines import POLICY_NAMES
@@ -300,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         where = "these scenarios give" if scenarios else f"preset {args.preset} gives"
         print(
             f"note: the default model {unfit_default} was trained on another observation shape than "
-            f"{where}; skipping it (and hybrid)",
+            f"{where}; skipping it (and {', '.join(PROPOSED)})",
             file=note,
         )
     noise = args.forecast_noise
@@ -325,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
             "time_limit_s": args.mpc_time_limit,
             **loading_kwargs(args),
         }
+        policy_kwargs["agent_lp"] = {"model": hybrid_model, **loading_kwargs(args)}
     if args.trust_pickle:
         print(
             "warning: --trust-pickle: SB3 .zip and VecNormalize files run code when loaded; use it only on "

@@ -53,7 +53,16 @@ __all__ = [
     "planned_forecast",
 ]
 
-POLICY_NAMES = ("greedy", "carbon_greedy", "mpc", "mpc_posterior", "mpc_stochastic", "oracle", "hybrid")
+POLICY_NAMES = (
+    "greedy",
+    "carbon_greedy",
+    "mpc",
+    "mpc_posterior",
+    "mpc_stochastic",
+    "oracle",
+    "hybrid",
+    "agent_lp",
+)
 """Names accepted by :func:`make_policy` (anything else is read as a path to a trained model)."""
 PLAN_ON = ("forecast", "posterior_mean")
 """What a window planner (:class:`MPCPolicy`, the hybrid) plans on (its ``plan_on``)."""
@@ -346,6 +355,10 @@ def make_policy(name: str, env: gym.Env, **kw: Any) -> Any:
         from agents.hybrid import HybridPolicy
 
         return HybridPolicy(env, **kw)
+    if name == "agent_lp":
+        from agents.period_lp import AgentLPPolicy
+
+        return AgentLPPolicy(env, **kw)
     path = Path(name)
     if path.suffix == ".zip" or path.exists():
         if not path.exists():

@@ -396,7 +396,7 @@ def make_items(
                 ident["scenario"] = [target["name"], target["digest"]]
             if kw.get("vecnormalize"):  # the statistics' contents, not only their path
                 ident["vecnormalize"] = model_digest(kw["vecnormalize"])
-            if spec == "hybrid":  # the proposing model's contents (default: the agent row's model)
+            if spec in ("hybrid", "agent_lp"):  # the proposing model's contents (default: the agent row's)
                 proposer = Path(kw.get("model") or default_model())
                 ident["hybrid_model"] = model_digest(proposer) if proposer.is_file() else str(proposer)
             fingerprint = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
