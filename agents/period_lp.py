@@ -45,6 +45,7 @@ import numpy as np
 from agents.policy_base import EnvPolicy, held_gpus, held_mw, route_fractions
 from envs.dynamics import battery_power, generator_power
 from envs.scenario import OperatingState, Scenario
+from oracle.solvers import use_threads
 
 __all__ = ["AgentLPPolicy", "PeriodLP"]
 
@@ -141,6 +142,7 @@ class PeriodLP:
         lp.a_matrix_.value_ = vals_a.astype(float)
         h = highspy.Highs()
         h.setOptionValue("output_flag", False)
+        h.setOptionValue("threads", 1)
         h.passModel(lp)
         self._h = h
         # Constant costs (minimised: the negative of the reward per hour).
@@ -207,6 +209,7 @@ class PeriodLP:
         h.changeColsCost(self.n_cols, self._idx, cost)
         h.changeColsBounds(self.n_cols, self._idx, lower, upper)
         h.changeRowsBounds(len(row_lo), self._ridx, row_lo, row_hi)
+        use_threads(1)  # HiGHS's scheduler is process-wide: agree with the oracle's solves on it
         h.run()
         self.solves += 1
         if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:

@@ -8,6 +8,9 @@ per GPU-hour unserved, routable to both sites.
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -163,3 +166,28 @@ def test_evaluate_needs_a_proposing_policy_for_hybrid_model(capsys: pytest.Captu
             evaluate.main([*argv, "--seeds", str(SEED)])
         assert exc.value.code == 2
         assert message in capsys.readouterr().err
+
+
+def test_period_lp_and_oracle_solves_share_one_process() -> None:
+    """HiGHS's thread scheduler is process-wide, made by the first solve: in a fresh process an
+    oracle solve with ``threads=1`` after a period LP still finds its schedule (it failed with status
+    "Not Set" when the period LP had made the scheduler with HiGHS's default count), and period LPs
+    after oracle solves with other counts still solve."""
+    code = """
+import numpy as np
+from agents.period_lp import PeriodLP
+from oracle.solve import solve
+from tests.test_period_lp import solve as lp_solve
+from tests.conftest import make_tiny
+sc = make_tiny(S=2)
+lp = PeriodLP(sc, 10_000.0, 1_000.0)
+for threads in (1, 2, None, 1):
+    serve, _ = lp_solve(lp)
+    assert np.allclose(serve, [[6.0, 4.0]]), serve
+    status = solve(sc, threads=threads).status
+    assert status == "optimal", (threads, status)
+print("ok")
+"""
+    root = Path(__file__).resolve().parent.parent
+    run = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.strip().endswith("ok"), run.stderr[-2000:]
