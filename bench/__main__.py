@@ -18,7 +18,18 @@ from pathlib import Path
 
 from bench.common import machine, out_problem
 
-SECTIONS = ("env", "vector", "render", "oracle", "scaling", "mpc", "sweeps", "dataset", "training")
+SECTIONS = (
+    "env",
+    "vector",
+    "render",
+    "oracle",
+    "scaling",
+    "mpc",
+    "decisions",
+    "sweeps",
+    "dataset",
+    "training",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "scaling": lambda: oracle_speed.scaling_section(time_limit_s=10.0 if q else 30.0),
         "mpc": agents_speed.mpc_section,
+        "decisions": lambda: agents_speed.decision_section(seeds=(0,) if q else (0, 3)),
         "sweeps": lambda: agents_speed.sweep_section(4 if q else 12),
         "dataset": lambda: agents_speed.dataset_section(2 if q else 8),
         "training": lambda: agents_speed.training_section(1024 if q else 4096),
