@@ -135,6 +135,7 @@ class EnsembleModel:
         self.models = list(models)
         self.observation_space = first.observation_space
         self.action_space = first.action_space
+        self._groups = _shared_feature_groups(self.models)
 
     def __len__(self) -> int:
         return len(self.models)
@@ -146,6 +147,80 @@ class EnsembleModel:
         episode_start: Any = None,
         deterministic: bool = True,
     ) -> tuple[np.ndarray, Any]:
-        """SB3's ``predict`` protocol: ``(mean action, state)``."""
+        """SB3's ``predict`` protocol: ``(mean action, state)``.
+
+        Deterministic calls on members that are SB3 actor-critic policies with a Gaussian action
+        head take a fast path with the same numbers as the members' own ``predict``: the
+        observation is converted once, a parameter-free features extractor that several members
+        share (:class:`agents.features.WindowFeatures` of one layout, or SB3's ``FlattenExtractor``)
+        runs once for all of them, and the policies are not switched to eval mode on every call
+        (they are loaded in it). On ``paper`` that takes the 5-member ensemble from about 2.0 to
+        about 0.7 ms per decision (``make bench``, "decisions")."""
+        if deterministic and self._groups is not None:
+            return self._fast_mean(observation), state
         actions = [m.predict(observation, deterministic=deterministic)[0] for m in self.models]
         return np.mean(np.stack(actions), axis=0).astype(np.float32), state
+
+    def _fast_mean(self, observation: np.ndarray) -> np.ndarray:
+        import torch as th
+
+        first = self.models[0].policy
+        obs, vectorized = first.obs_to_tensor(observation)
+        actions: list[np.ndarray | None] = [None] * len(self.models)
+        with th.no_grad():
+            for members in self._groups:
+                features = None
+                for i in members:
+                    policy = self.models[i].policy
+                    if policy.training:
+                        policy.set_training_mode(False)
+                    if features is None or len(members) == 1:
+                        features = policy.extract_features(obs, policy.pi_features_extractor)
+                    latent = policy.mlp_extractor.forward_actor(features)
+                    mean = policy.action_net(latent).cpu().numpy().reshape((-1, *self.action_space.shape))
+                    mean = np.clip(mean, self.action_space.low, self.action_space.high)
+                    actions[i] = mean if vectorized else mean.squeeze(axis=0)
+        return np.mean(np.stack(actions), axis=0).astype(np.float32)
+
+
+def _extractor_key(extractor: Any) -> tuple | None:
+    """What makes two members' features extractors compute the same features: the class and layout
+    of a parameter-free extractor (None for an extractor with parameters, never shared)."""
+    from stable_baselines3.common.torch_layers import FlattenExtractor
+
+    from agents.features import WindowFeatures
+
+    if any(True for _ in extractor.parameters()):
+        return None
+    if type(extractor) is FlattenExtractor:
+        return ("flatten", extractor.features_dim)
+    if type(extractor) is WindowFeatures:
+        offsets = tuple(sorted(extractor.offsets.items()))
+        return ("window", offsets, extractor.S, extractor.slots, extractor.H1, extractor.T, extractor.levels)
+    return None
+
+
+def _shared_feature_groups(models: Sequence[Any]) -> list[list[int]] | None:
+    """Members grouped by a shared parameter-free features extractor (singletons otherwise), or None
+    when a member is not an SB3 actor-critic policy with an unsquashed Gaussian action head on a Box
+    (then every call goes through the members' own ``predict``)."""
+    try:
+        from gymnasium import spaces
+        from stable_baselines3.common.distributions import DiagGaussianDistribution
+        from stable_baselines3.common.policies import ActorCriticPolicy
+    except ImportError:  # pragma: no cover - SB3 is a dependency
+        return None
+    groups: dict[Any, list[int]] = {}
+    for i, m in enumerate(models):
+        policy = getattr(m, "policy", None)
+        if (
+            type(policy) is not ActorCriticPolicy  # exactly: a recurrent or maskable subclass acts otherwise
+            or not isinstance(policy.action_dist, DiagGaussianDistribution)
+            or policy.squash_output
+            or not isinstance(m.action_space, spaces.Box)
+            or policy.observation_space.shape != models[0].policy.observation_space.shape
+        ):
+            return None
+        key = _extractor_key(policy.pi_features_extractor)
+        groups.setdefault(key if key is not None else ("own", i), []).append(i)
+    return list(groups.values())

@@ -128,3 +128,34 @@ def test_digest_and_label_of_a_manifest(two_models: Path, tmp_path: Path) -> Non
     assert list(both.values()) == ["oracle", "agent_model", "agent_ensemble", "agent_other"]
     members = policy_labels(["runs/a/ensemble/member_1.zip", "runs/b/ensemble/member_1.zip", "x/m.zip"])
     assert list(members.values()) == ["agent_a_ensemble_member_1", "agent_b_ensemble_member_1", "agent_m"]
+
+
+def test_fast_deterministic_path_equals_the_members_own_predict() -> None:
+    """The shipped ensemble's deterministic fast path (one observation conversion, the shared window
+    features once) gives the members' own ``predict`` mean bit for bit on an episode's observations;
+    sampled actions still go through each member; a recurrent member turns the fast path off."""
+    import torch
+    from sb3_contrib import RecurrentPPO
+
+    from agents.ensemble import _shared_feature_groups
+    from agents.evaluation import PRETRAINED
+
+    torch.set_num_threads(1)
+    ens = load_model(PRETRAINED)
+    assert ens._groups == [list(range(len(ens)))]  # one shared WindowFeatures layout
+    env = CarbonAwareDCEnv(preset="paper", forecast_level="typical")
+    flat = FlatObsActionWrapper(env)
+    obs, _ = flat.reset(seed=1000)
+    done = False
+    while not done:
+        own = np.mean(np.stack([m.predict(obs, deterministic=True)[0] for m in ens.models]), axis=0)
+        fast, _ = ens.predict(obs, deterministic=True)
+        np.testing.assert_array_equal(fast, own.astype(np.float32))
+        two = np.stack([obs, obs])  # a vectorised call
+        own = np.mean(np.stack([m.predict(two, deterministic=True)[0] for m in ens.models]), axis=0)
+        np.testing.assert_array_equal(ens.predict(two, deterministic=True)[0], own.astype(np.float32))
+        obs, _, done, _, _ = flat.step(fast)
+    sampled = [ens.predict(obs, deterministic=False)[0] for _ in range(2)]
+    assert not np.array_equal(sampled[0], sampled[1])  # the members' own sampling
+    recurrent = RecurrentPPO("MlpLstmPolicy", "CartPole-v1", n_steps=8, seed=0, device="cpu")
+    assert _shared_feature_groups([recurrent]) is None
