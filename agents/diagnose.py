@@ -166,16 +166,23 @@ def make_items(
     forecast_level: str | None = None,
 ) -> list[dict[str, Any]]:
     """One item per scenario (a preset's seeds, keyed ``<preset>-<seed>``, or named ``scenarios``, keyed
-    by their file-safe names), each with a ``fingerprint`` of what its result depends on (the model
-    file's contents, the scenario, the time limit, the code)."""
+    by their file-safe names; with a ``forecast_level`` the key ends in its folder name, e.g.
+    ``-typical`` or ``-poorx2``, so each level keeps its own cached results), each with a
+    ``fingerprint`` of what its result depends on (the model file's contents, or for ``hybrid`` and
+    ``agent_lp`` their proposing model's, the scenario, the time limit, the level, the code)."""
     import hashlib
     import json
 
     from agents.ensemble import model_digest
-    from agents.evaluation import _safe_key, _targets, code_digest
+    from agents.evaluation import _safe_key, _targets, code_digest, default_model
+    from agents.uncertainty import level_dir
 
     code = code_digest()
-    digest = model_digest(spec) if Path(spec).is_file() else ""
+    path = Path(spec)
+    if spec in ("hybrid", "agent_lp"):  # policies around a proposing model (default: the agent row's)
+        path = Path((policy_kwargs or {}).get("model") or default_model())
+    digest = model_digest(path) if path.is_file() else ""
+    suffix = "" if forecast_level is None else f"-{level_dir(forecast_level)}"
     items = []
     for target in _targets(preset, seeds, scenarios):
         ident = {
@@ -191,7 +198,7 @@ def make_items(
             ident["vecnormalize"] = model_digest(policy_kwargs["vecnormalize"])
         items.append(
             {
-                "key": _safe_key(target["name"]),
+                "key": _safe_key(target["name"] + suffix),
                 "spec": spec,
                 "name": target["name"],
                 "preset": target["preset"],

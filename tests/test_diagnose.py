@@ -125,3 +125,23 @@ def test_cli_rejects_a_missing_model_or_an_untrusted_zip_before_any_work(tmp_pat
     with pytest.raises(SystemExit) as exc:
         main(["--model", str(zipped)])
     assert exc.value.code == 2 and "--trust-pickle" in capsys.readouterr().err
+
+
+def test_items_keep_each_level_apart_and_follow_the_proposer(tmp_path) -> None:
+    """Cached items of one scenario at two forecast levels have their own keys (a run at ``poor`` no
+    longer replaces the cached ``typical`` ones), and an ``agent_lp`` / ``hybrid`` item's fingerprint
+    follows its proposing model's contents (a retrained model at the same path is not reused)."""
+    from agents.diagnose import make_items
+
+    keys = {
+        lv: make_items("mpc", "paper", [3], 60.0, forecast_level=lv)[0]["key"] for lv in ("typical", "poor*2")
+    }
+    assert keys == {"typical": "paper-3-typical", "poor*2": "paper-3-poorx2"}
+    assert make_items("mpc", "paper", [3], 60.0)[0]["key"] == "paper-3"
+    model = tmp_path / "m.zip"
+    for spec in ("agent_lp", "hybrid"):
+        model.write_bytes(b"one")
+        first = make_items(spec, "paper", [3], 60.0, {"model": str(model)})[0]["fingerprint"]
+        assert make_items(spec, "paper", [3], 60.0, {"model": str(model)})[0]["fingerprint"] == first
+        model.write_bytes(b"two")
+        assert make_items(spec, "paper", [3], 60.0, {"model": str(model)})[0]["fingerprint"] != first
