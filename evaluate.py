@@ -42,7 +42,7 @@ from envs import PRESETS
 from envs.forecast import forecast_model
 from oracle.executor import add_backend_args, backend_kwargs
 
-DEFAULT_POLICIES = ("oracle", "mpc", "greedy", "carbon_greedy")
+DEFAULT_POLICIES = ("oracle", "mpc", "agent_lp", "greedy", "carbon_greedy")
 LEVEL_POLICIES = (
     "oracle",
     "mpc",
@@ -149,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--hybrid-model",
         metavar="PATH",
         default=None,
-        help="hybrid and agent_lp: the trained model that proposes (default: the agent row's model)",
+        help="hybrid and agent_lp: the trained model that proposes (default: the first --model, else "
+        "the default model)",
     )
     parser.add_argument(
         "--hybrid-window",
@@ -224,8 +225,8 @@ def _check_hybrid(
     parser: argparse.ArgumentParser, args: argparse.Namespace, policies: list[str]
 ) -> str | None:
     """The proposing model's path when ``hybrid`` or ``agent_lp`` is among ``policies``
-    (``--hybrid-model`` or the agent row's default model), checked before any work; ``--hybrid-*``
-    flags without a policy that reads them fail."""
+    (``--hybrid-model``, else the agent row's model: the first ``--model``, else the default model),
+    checked before any work; ``--hybrid-*`` flags without a policy that reads them fail."""
     if "hybrid" not in policies:
         flags = (("--hybrid-window", args.hybrid_window), ("--hybrid-plan-on", args.hybrid_plan_on))
         given = [flag for flag, value in flags if value is not None]
@@ -236,9 +237,13 @@ def _check_hybrid(
         if args.hybrid_model is not None:
             parser.error("--hybrid-model: only with the hybrid or agent_lp policy (add one to --policies)")
         return None
-    model = Path(args.hybrid_model) if args.hybrid_model is not None else default_model()
+    if args.hybrid_model is not None:
+        model, source = Path(args.hybrid_model), "--hybrid-model"
+    elif args.model:  # the agent row's model: the (first) --model
+        model, source = Path(args.model[0]), f"{users[0]}: --model"
+    else:
+        model, source = default_model(), f"{users[0]}: the default model"
     if not model.is_file():
-        source = "--hybrid-model" if args.hybrid_model is not None else f"{users[0]}: the default model"
         parser.error(f"{source} {model}: no model file there (train one, or give --hybrid-model PATH)")
     return str(model)
 

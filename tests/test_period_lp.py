@@ -191,3 +191,26 @@ print("ok")
     root = Path(__file__).resolve().parent.parent
     run = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0 and run.stdout.strip().endswith("ok"), run.stderr[-2000:]
+
+
+def test_the_proposer_defaults_to_the_agent_rows_model(tmp_path) -> None:
+    """``agent_lp`` / ``hybrid`` propose with ``--hybrid-model``, else the first ``--model`` (the agent
+    row's model), else the default model; ``agent_lp`` is a default row of a one-level run."""
+    import argparse
+
+    import evaluate
+
+    parser = evaluate.build_parser()
+    given = tmp_path / "mine.json"
+    given.write_text("{}")
+    for hybrid_model, model, expected in (
+        (None, [str(given)], str(given)),
+        (str(PRETRAINED), [str(given)], str(PRETRAINED)),
+    ):
+        args = argparse.Namespace(
+            hybrid_model=hybrid_model, model=model, hybrid_window=None, hybrid_plan_on=None
+        )
+        assert evaluate._check_hybrid(parser, args, ["agent_lp"]) == expected
+    args = argparse.Namespace(hybrid_model=None, model=None, hybrid_window=None, hybrid_plan_on=None)
+    assert evaluate._check_hybrid(parser, args, ["mpc"]) is None
+    assert "agent_lp" in evaluate.DEFAULT_POLICIES and "agent_lp" in evaluate.LEVEL_POLICIES
