@@ -1,7 +1,8 @@
 """Compare controllers on held-out scenarios: ``python evaluate.py`` (see docs/evaluation.md).
 
-With no arguments: oracle, MPC, greedy, carbon_greedy and the trained policy of ``runs/default/``
-(``ensemble.json`` if train.py wrote one, else ``model.zip``; if present) on seeds 0-19 of
+With no arguments: oracle, MPC, agent_lp, greedy, carbon_greedy and the trained policy of
+``runs/default/`` (``ensemble.json`` if train.py wrote one, else ``model.zip``; if present; else the
+shipped agent; ``agent_lp`` is that policy with a one-period routing LP) on seeds 0-19 of
 ``paper`` (training only draws seeds >= 1000). Prints the table and writes ``results/results.csv``,
 ``results/results.json`` and PNG plots.
 
@@ -123,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--policies",
         default=None,
-        help="comma-separated names or model paths (default: the four baselines and the default model)",
+        help="comma-separated names or model paths (default: the baselines, agent_lp and the default model)",
     )
     parser.add_argument("--out", default="results", help="output folder (results.csv/json, plots, cache)")
     parser.add_argument(
