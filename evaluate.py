@@ -8,7 +8,8 @@ shipped agent; ``agent_lp`` is that policy with a one-period routing LP) on seed
 
 ``--forecast-level exact,good,typical,poor`` evaluates at each forecast error level (envs/forecast.py)
 and prints one table across levels with the value of perfect information; it writes
-``results/levels.{json,csv,png}`` beside each level's own results in ``results/levels/<level>/``.
+``results/levels.{json,csv,png}`` and ``results/levels_time.png`` (benefit vs decision time) beside
+each level's own results in ``results/levels/<level>/``.
 
 ``--scenario PATH`` evaluates your own scenarios instead of preset seeds: a scenario JSON, a folder
 of them (its ``heldout/`` sub-folder if it has train/validation/heldout splits) or a data spec YAML

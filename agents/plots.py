@@ -5,7 +5,9 @@
   battery discharge, grid import) against load, battery charging and grid export below zero; state of
   charge; carbon intensity;
 - :func:`plot_learning_curve`: a training run's imitation losses per epoch and validation score per
-  fine-tuning step (``learning_curve.png`` of :mod:`agents.pipeline`).
+  fine-tuning step (``learning_curve.png`` of :mod:`agents.pipeline`);
+- :func:`levels_plot` and :func:`levels_time_plot`: a run across forecast levels, % of the oracle
+  per level, and % of the oracle against decision time per level (the speed / quality trade-off).
 """
 
 from __future__ import annotations
@@ -166,5 +168,60 @@ def levels_plot(report: Any, path: str | Path) -> Path:
     ax.set_title("benefit vs forecast error (mean over held-out seeds)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=110)
+
+
+LEVELS_TIME_FLOOR_PCT = 50.0
+""":func:`levels_time_plot` leaves out policies below this % of the oracle at every level (named in
+the figure), so that the planners and agents near the top are not squeezed into a sliver."""
+
+
+def levels_time_plot(report: Any, path: str | Path) -> Path:
+    """% of the clairvoyant oracle against mean decision time (ms, log scale), one panel per forecast
+    level, one marker per non-clairvoyant policy (colours as :func:`levels_plot`): the further up and
+    left, the better. Policies under :data:`LEVELS_TIME_FLOOR_PCT` (or without a positive decision
+    time, which a log axis cannot place) at every level are named in the title, not drawn."""
+    from agents.uncertainty import CLAIRVOYANT
+
+    levels = list(report.levels)
+    policies = list(report.policies)
+    rows = {(lv, p): report.row(lv, p) for lv in levels for p in policies}
+
+    def shown(policy: str) -> bool:
+        points = [
+            (r["pct_of_oracle"], r["decision_ms"]) for lv in levels if (r := rows[(lv, policy)]) is not None
+        ]
+        return policy not in CLAIRVOYANT and any(
+            np.isfinite(pct) and pct >= LEVELS_TIME_FLOOR_PCT and ms > 0 for pct, ms in points
+        )
+
+    drawn = [p for p in policies if shown(p)]
+    left_out = [p for p in policies if p not in drawn and p not in CLAIRVOYANT]
+    fig, axes = plt.subplots(
+        1, len(levels), figsize=(3.6 * len(levels) + 1.0, 4.2), sharey=True, squeeze=False
+    )
+    for ax, level in zip(axes[0], levels, strict=True):
+        for policy in drawn:
+            r = rows[(level, policy)]
+            if r is None or not np.isfinite(r["pct_of_oracle"]) or not r["decision_ms"] > 0:
+                continue
+            color = plt.cm.tab10(policies.index(policy) % 10)
+            ax.scatter(r["decision_ms"], r["pct_of_oracle"], color=color, s=36, label=policy, zorder=3)
+        ax.axhline(100.0, color="k", ls="--", lw=1.0)
+        ax.set_xscale("log")
+        ax.set_title(level)
+        ax.set_xlabel("decision time per step, ms (log)")
+        ax.grid(alpha=0.3, which="both")
+    axes[0][0].set_ylabel("% of the clairvoyant oracle's benefit")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    axes[0][-1].legend(handles, labels, fontsize=8, loc="lower right")
+    title = "benefit vs decision time per forecast level (up and left is better; dashed: the oracle)"
+    if left_out:
+        title += (
+            f"\nnot drawn (below {LEVELS_TIME_FLOOR_PCT:.0f} % of the oracle or no decision time at every "
+            f"level): {', '.join(left_out)}"
+        )
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path, dpi=110)

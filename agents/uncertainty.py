@@ -196,7 +196,8 @@ def format_levels_table(report: LevelsReport) -> str:
 
 def write_levels(report: LevelsReport, out_dir: str | Path, plots: bool = True) -> dict[str, Path]:
     """Write ``levels.json`` (meta, summaries, VPI per level), ``levels.csv`` (one row per policy and
-    level) and, with ``plots``, ``levels.png`` (% of oracle vs forecast level per policy)."""
+    level) and, with ``plots``, ``levels.png`` (% of oracle vs forecast level per policy) and
+    ``levels_time.png`` (% of oracle vs decision time, one panel per level)."""
     from envs.atomic import atomic_write_text
 
     out = Path(out_dir)
@@ -221,7 +222,8 @@ def write_levels(report: LevelsReport, out_dir: str | Path, plots: bool = True) 
             )
     atomic_write_text(paths["levels_csv"], "\n".join(lines) + "\n")
     if plots:
-        from agents.plots import levels_plot
+        from agents.plots import levels_plot, levels_time_plot
 
         paths["levels_png"] = levels_plot(report, out / "levels.png")
+        paths["levels_time_png"] = levels_time_plot(report, out / "levels_time.png")
     return paths

@@ -127,3 +127,31 @@ def test_schedule_to_frame_matches_the_replayed_trace() -> None:
     for col in ("grid_import_mw", "grid_export_mw", "gen_mw", "soc_mwh", "serve_gpus"):
         np.testing.assert_allclose(plan[col], sites[col], rtol=1e-7, atol=1e-6, err_msg=col)
     assert list(plan["starts"]) == list(sites["starts"])
+
+
+def test_levels_time_plot_draws_the_trade_off_and_names_what_it_leaves_out(tmp_path, monkeypatch) -> None:
+    """One panel per level; a policy under 50 % of the oracle everywhere (greedy) is named in the
+    title instead of squeezing the axis; the figure is written."""
+    import matplotlib.pyplot as plt
+
+    from agents import plots
+    from agents.evaluation import Report
+    from agents.uncertainty import LevelsReport
+
+    def row(policy, pct, ms):
+        return {"policy": policy, "pct_of_oracle": pct, "decision_ms": ms}
+
+    summary = [
+        row("oracle", 100.0, 9.0),
+        row("mpc", 98.0, 27.0),
+        row("agent_lp", 95.0, 1.2),
+        row("greedy", 17.0, 0.0),
+    ]
+    report = LevelsReport(
+        ["exact", "typical"], {lv: Report([], summary, [], {}) for lv in ("exact", "typical")}
+    )
+    titles = []
+    monkeypatch.setattr(plt.Figure, "suptitle", lambda self, t, **kw: titles.append(t))
+    path = plots.levels_time_plot(report, tmp_path / "levels_time.png")
+    assert path.stat().st_size > 0
+    assert "greedy" in titles[0] and "agent_lp" not in titles[0] and "mpc" not in titles[0]
