@@ -40,8 +40,10 @@ shadow price of the budget (40 or 80 USD/t more) scored 91.82 / 90.75 without th
 per-site arbitrage LP on the forecast (import price plus carbon price, first period applied) scored
 84.4 (half-and-half with the agent's set point 89.5): the learned battery stays. Forcing a start of
 jobs the agent leaves at their last start period, when the forecast says they pay and the budget
-estimate allows, scored 91.66 vs 91.77 at ``poor``; a bias toward starting in the decoding of the
-start scores +0.2-0.4 (not kept: the agent alone lost up to 1.5 points with it).
+estimate allows, scored 91.66 vs 91.77 at ``poor``; the same at the job's release (budget estimate
+within 95 %) +0.6 at both levels on seeds 1000-1019 but +0.02 / +0.38 at poor / typical on
+2000-2039 (not kept); a bias toward starting in the decoding of the start scores +0.2-0.4 (not kept:
+the agent alone lost up to 1.5 points with it).
 """
 
 from __future__ import annotations
