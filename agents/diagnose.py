@@ -34,6 +34,8 @@ from envs.scenario import Scenario
 
 STEPS = ("oracle", "jobs_fixed", "workload_fixed", "policy")
 """The four benefits of :func:`gap_breakdown`, from the optimum down to the policy's own."""
+PROPOSED = ("hybrid", "agent_lp")
+"""Policies built around a trained model that proposes (``--hybrid-model``, default the default model)."""
 PARTS = {
     "job_choice": ("oracle", "jobs_fixed"),
     "routing": ("jobs_fixed", "workload_fixed"),
@@ -283,6 +285,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the policy plays with these forecast errors (exact, good, typical, poor, LEVEL*FACTOR or a "
         "number; default exact); the re-solves see the true scenario",
     )
+    parser.add_argument(
+        "--hybrid-model",
+        metavar="PATH",
+        default=None,
+        help="with --model hybrid or agent_lp: the trained model that proposes (default: the default model)",
+    )
     parser.add_argument("--time-limit", type=float, default=60.0, help="MILP time limit per solve, s")
     parser.add_argument("--workers", type=int, default=None, help="scenarios at once (default: all cores)")
     parser.add_argument(
@@ -297,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from agents.baselines import POLICY_NAMES
-    from agents.evaluation import _drop_stale, heldout_scenarios, interrupted_message
+    from agents.evaluation import _drop_stale, default_model, heldout_scenarios, interrupted_message
     from agents.loading import check_loading_args, loading_kwargs
     from envs.scenario import ScenarioError
     from oracle.executor import run_sweep
@@ -308,6 +316,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(
             f"--model {args.model}: not a baseline name and no model file there (run train.py first)"
         )
+    proposer = None
+    if args.model in PROPOSED:
+        proposer = args.hybrid_model if args.hybrid_model is not None else str(default_model())
+        if not Path(proposer).is_file():
+            parser.error(
+                f"--hybrid-model {proposer}: no model file there (train one, or give --hybrid-model)"
+            )
+        check_loading_args(parser, args, [proposer])
+    elif args.hybrid_model is not None:
+        parser.error("--hybrid-model: only with --model hybrid or --model agent_lp")
     if args.model not in POLICY_NAMES:
         check_loading_args(parser, args, [args.model])
     if not args.time_limit > 0 or args.time_limit == float("inf"):
@@ -332,15 +350,18 @@ def main(argv: list[str] | None = None) -> int:
         if note:
             print(note, file=sys.stderr)
         what = args.preset
-    if args.model not in POLICY_NAMES:
+    loaded = [args.model] if args.model not in POLICY_NAMES else [proposer] if proposer else []
+    if loaded:
         from agents.evaluation import make_env
         from agents.loading import check_model_shapes
         from envs.presets import make_scenario
 
         first = scenarios[0][1] if scenarios else make_scenario(args.preset, args.seeds[0])
         where = f"scenario {scenarios[0][0]}" if scenarios else f"preset {args.preset}"
-        check_model_shapes(parser, [args.model], make_env(args.preset, first), where)
+        check_model_shapes(parser, loaded, make_env(args.preset, first), where)
     kw = {} if args.model in POLICY_NAMES else loading_kwargs(args)
+    if proposer is not None:
+        kw = {"model": proposer, **loading_kwargs(args)}
     items = make_items(
         args.model, args.preset, args.seeds or [], args.time_limit, kw, scenarios, args.forecast_level
     )

@@ -145,3 +145,32 @@ def test_items_keep_each_level_apart_and_follow_the_proposer(tmp_path) -> None:
         assert make_items(spec, "paper", [3], 60.0, {"model": str(model)})[0]["fingerprint"] == first
         model.write_bytes(b"two")
         assert make_items(spec, "paper", [3], 60.0, {"model": str(model)})[0]["fingerprint"] != first
+
+
+def test_cli_agent_lp_with_its_proposer(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
+    """``--model agent_lp --hybrid-model PATH`` splits the gap of agent_lp proposing with PATH: the
+    policy step equals an evaluate-style rollout of that policy (and, after a period LP in the same
+    process, the oracle re-solves still solve); ``--hybrid-model`` is checked before any work."""
+    import json
+
+    from agents.baselines import make_policy
+    from agents.diagnose import main
+    from agents.evaluation import PRETRAINED, make_env
+    from agents.rollout import rollout
+
+    out_dir = ["--out", str(tmp_path / "diagnose")]
+    argv = ["--model", "agent_lp", "--hybrid-model", str(PRETRAINED), "--seeds", "1000", "--workers", "1"]
+    assert main([*argv, "--json", "--forecast-level", "typical", *out_dir]) == 0
+    (row,) = json.loads(capsys.readouterr().out)["rows"]
+    sc = make_scenario("paper", 1000)
+    env = make_env("paper", sc, forecast_level="typical")
+    played = rollout(make_policy("agent_lp", env, model=str(PRETRAINED)), env, seed=1000, preset="paper")
+    assert row["benefit_usd"]["policy"] == pytest.approx(played.benefit_usd, rel=1e-9)
+    assert row["parts_usd"]["routing"] < 0.02 * row["benefit_usd"]["oracle"]  # the LP routes
+    for bad, message in (
+        (["--model", "agent_lp", "--hybrid-model", str(tmp_path / "none.json")], "no model file there"),
+        (["--model", "mpc", "--hybrid-model", str(PRETRAINED)], "only with --model hybrid or"),
+    ):
+        with pytest.raises(SystemExit) as exc:
+            main([*bad, *out_dir])
+        assert exc.value.code == 2 and message in capsys.readouterr().err
