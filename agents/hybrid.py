@@ -56,7 +56,7 @@ from agents.policy_base import EnvPolicy, held_gpus, obs_period
 from agents.safety import action_mask_from_obs
 from envs.dynamics import place_starts
 
-__all__ = ["HybridPolicy", "accepted_starts"]
+__all__ = ["HybridPolicy", "ProposerPolicy", "accepted_starts"]
 
 
 def accepted_starts(
@@ -78,7 +78,49 @@ def accepted_starts(
     return [(int(i), int(s), state.period) for i, s in placed if i < sc.J]
 
 
-class HybridPolicy(WindowPlanner, EnvPolicy):
+class ProposerPolicy(EnvPolicy):
+    """Plumbing of the policies built around a trained model that proposes (``hybrid``, ``agent_lp``):
+    the model loaded with :func:`agents.loading.load_policy` (None: the model evaluate.py scores as
+    the agent row, :func:`agents.evaluation.default_model`) and :meth:`propose`. ``last_proposal`` is
+    the model's own action of the last period."""
+
+    def __init__(
+        self,
+        env: gym.Env,
+        model: str | Path | None = None,
+        trust_pickle: bool = False,
+        vecnormalize: str | Path | None = None,
+        safety_layer: bool | None = None,
+    ) -> None:
+        from agents.evaluation import default_model
+        from agents.loading import load_policy
+
+        super().__init__(env)
+        self.model_path = Path(model) if model is not None else default_model()
+        if not self.model_path.is_file():
+            raise FileNotFoundError(f"{self.name}: no trained model at {self.model_path}")
+        self.agent = load_policy(
+            self.model_path,
+            env,
+            trust_pickle=trust_pickle,
+            vecnormalize=vecnormalize,
+            safety_layer=safety_layer,
+        )
+        self.last_proposal: dict[str, np.ndarray] | None = None
+
+    def propose(
+        self, obs: dict[str, np.ndarray], state: Any, episode_start: Any, deterministic: bool
+    ) -> tuple[dict[str, np.ndarray], list[tuple[int, int, int]], Any]:
+        """The model's action on ``obs``, the starts of it the env would accept
+        (:func:`accepted_starts`) and the model's next ``state``."""
+        proposal, state = self.agent.predict(
+            obs, state=state, episode_start=episode_start, deterministic=deterministic
+        )
+        self.last_proposal = proposal
+        return proposal, accepted_starts(obs, proposal["start"], self.env), state
+
+
+class HybridPolicy(WindowPlanner, ProposerPolicy):
     """The agent's job starts of each period, the rest from a short-window model (module docstring).
 
     Args:
@@ -119,26 +161,14 @@ class HybridPolicy(WindowPlanner, EnvPolicy):
         safety_layer: bool | None = None,
         plan_on: str = "forecast",
     ) -> None:
-        from agents.evaluation import default_model
-        from agents.loading import load_policy
         from oracle.model import LATER_STARTS
 
-        super().__init__(env)
         if int(window) < 1:
             raise ValueError(f"window: must be >= 1 (got {window})")
         if later_starts not in LATER_STARTS:
             raise ValueError(f"later_starts: must be one of {list(LATER_STARTS)} (got {later_starts!r})")
         self.plan_on = check_plan_on(plan_on)
-        self.model_path = Path(model) if model is not None else default_model()
-        if not self.model_path.is_file():
-            raise FileNotFoundError(f"hybrid: no trained model at {self.model_path}")
-        self.agent = load_policy(
-            self.model_path,
-            env,
-            trust_pickle=trust_pickle,
-            vecnormalize=vecnormalize,
-            safety_layer=safety_layer,
-        )
+        super().__init__(env, model, trust_pickle, vecnormalize, safety_layer)
         self.window = int(window)
         self.later_starts = later_starts
         self.time_limit_s = float(time_limit_s)
@@ -147,7 +177,6 @@ class HybridPolicy(WindowPlanner, EnvPolicy):
         self.warm = bool(warm)
         self.solves = self.fallbacks = self.proposed = self.kept = 0
         self.last_schedule: Any = None
-        self.last_proposal: dict[str, np.ndarray] | None = None
         self.last_kept: list[tuple[int, int, int]] = []
         self._plan_period = -1
 
@@ -159,11 +188,7 @@ class HybridPolicy(WindowPlanner, EnvPolicy):
         deterministic: bool = True,
     ) -> tuple[dict[str, np.ndarray], Any]:
         """SB3's protocol: the agent proposes on ``obs`` (its ``state`` passes through), the model repairs."""
-        proposal, state = self.agent.predict(
-            obs, state=state, episode_start=episode_start, deterministic=deterministic
-        )
-        self.last_proposal = proposal
-        starts = accepted_starts(obs, proposal["start"], self.env)
+        proposal, starts, state = self.propose(obs, state, episode_start, deterministic)
         self.proposed += int(np.count_nonzero(np.asarray(proposal["start"])[: self.scenario.J]))
         self.last_kept = starts
         action = self.repair(obs_period(obs), starts)

@@ -55,7 +55,8 @@ import gymnasium as gym
 import highspy
 import numpy as np
 
-from agents.policy_base import EnvPolicy, held_gpus, held_mw, route_fractions
+from agents.hybrid import ProposerPolicy
+from agents.policy_base import held_gpus, held_mw, route_fractions
 from envs.dynamics import battery_power, generator_power
 from envs.scenario import OperatingState, Scenario
 from oracle.solvers import use_threads
@@ -233,7 +234,7 @@ class PeriodLP:
         return serve, np.clip(x[self._gen], 0.0, self.gen_cap)
 
 
-class AgentLPPolicy(EnvPolicy):
+class AgentLPPolicy(ProposerPolicy):
     """The trained agent's starts and battery, the period LP's routing and generator (module docstring).
 
     Args:
@@ -258,22 +259,8 @@ class AgentLPPolicy(EnvPolicy):
         vecnormalize: str | Path | None = None,
         safety_layer: bool | None = None,
     ) -> None:
-        from agents.evaluation import default_model
-        from agents.loading import load_policy
-
-        super().__init__(env)
-        self.model_path = Path(model) if model is not None else default_model()
-        if not self.model_path.is_file():
-            raise FileNotFoundError(f"agent_lp: no trained model at {self.model_path}")
-        self.agent = load_policy(
-            self.model_path,
-            env,
-            trust_pickle=trust_pickle,
-            vecnormalize=vecnormalize,
-            safety_layer=safety_layer,
-        )
+        super().__init__(env, model, trust_pickle, vecnormalize, safety_layer)
         self.generator = bool(generator)
-        self.last_proposal: dict[str, np.ndarray] | None = None
         self._lp: PeriodLP | None = None
         self._lp_for: Scenario | None = None
 
@@ -294,17 +281,13 @@ class AgentLPPolicy(EnvPolicy):
         deterministic: bool = True,
     ) -> tuple[dict[str, np.ndarray], Any]:
         """SB3's protocol: the agent acts on ``obs`` (its ``state`` passes through), the LP routes."""
-        from agents.hybrid import accepted_starts
-
-        proposal, state = self.agent.predict(
-            obs, state=state, episode_start=episode_start, deterministic=deterministic
-        )
-        self.last_proposal = proposal
-        starts = accepted_starts(obs, proposal["start"], self.env)
+        proposal, starts, state = self.propose(obs, state, episode_start, deterministic)
         action = {key: np.array(value, copy=True) for key, value in proposal.items()}
-        serve, gen = self.route(self.base.state_snapshot(), starts, action["battery"], action["generator"])
-        demand = self.base.forecast()["demand_gpus"][:, 0]
-        action["route"] = np.minimum(route_fractions(serve, demand), 1.0)
+        now = {key: np.asarray(value)[:, 0] for key, value in self.base.forecast().items()}
+        serve, gen = self.route(
+            self.base.state_snapshot(), now, starts, action["battery"], action["generator"]
+        )
+        action["route"] = np.minimum(route_fractions(serve, now["demand_gpus"]), 1.0)
         cap = self._period_lp().gen_cap
         action["generator"] = np.divide(gen, cap, out=np.zeros_like(gen), where=cap > 0)
         return action, state
@@ -312,16 +295,16 @@ class AgentLPPolicy(EnvPolicy):
     def route(
         self,
         state: OperatingState,
+        now: dict[str, np.ndarray],
         starts: list[tuple[int, int, int]],
         battery: np.ndarray,
         generator: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The period LP on the env's current period: ``serve`` (K, S) GPUs and generator MW (S,),
-        given the accepted ``starts`` (job, site, period) and the battery / generator set points."""
+        """The period LP at ``state``: ``serve`` (K, S) GPUs and generator MW (S,), given the period's
+        series ``now`` (column 0 of ``env.forecast()``, the truth), the accepted ``starts`` (job,
+        site, period) and the battery / generator set points."""
         sc = self.scenario
         lp = self._period_lp()
-        fc = self.base.forecast()
-        now = {key: np.asarray(fc[key])[:, 0] for key in fc}
         free = sc.site_array("gpu_capacity").astype(float) - held_gpus(sc, state, 1)[:, 0]
         it = sc.site_array("base_it_mw").astype(float) + held_mw(sc, state, 1)[:, 0]
         for j, s, _ in starts:
