@@ -62,6 +62,7 @@ POLICY_NAMES = (
     "oracle",
     "hybrid",
     "agent_lp",
+    "mpc_lp",
 )
 """Names accepted by :func:`make_policy` (anything else is read as a path to a trained model)."""
 PLAN_ON = ("forecast", "posterior_mean")
@@ -332,7 +333,8 @@ class OraclePolicy(EnvPolicy):
 def make_policy(name: str, env: gym.Env, **kw: Any) -> Any:
     """Build the controller ``name`` for ``env``: ``greedy``, ``carbon_greedy``, ``mpc``,
     ``mpc_stochastic``, ``oracle``, ``hybrid`` (:class:`agents.hybrid.HybridPolicy`: the trained agent's
-    starts, the rest by a window MILP), or a path to a trained SB3 model (loaded by
+    starts, the rest by a window MILP), ``agent_lp``, ``mpc_lp`` (:class:`agents.window_lp.MPCLPPolicy`:
+    rolling control on the LP relaxation of ``mpc``'s model), or a path to a trained SB3 model (loaded by
     ``agents.sb3.load_policy(path, env)``). Keyword arguments go to the constructor (e.g.
     ``window=12`` for ``mpc``, ``model=PATH`` for ``hybrid``)."""
     if name == "greedy":
@@ -359,6 +361,10 @@ def make_policy(name: str, env: gym.Env, **kw: Any) -> Any:
         from agents.period_lp import AgentLPPolicy
 
         return AgentLPPolicy(env, **kw)
+    if name == "mpc_lp":
+        from agents.window_lp import MPCLPPolicy
+
+        return MPCLPPolicy(env, **kw)
     path = Path(name)
     if path.suffix == ".zip" or path.exists():
         if not path.exists():

@@ -318,7 +318,8 @@ class ForecastPosterior:
     ) -> None:
         self.model = model
         self.forecast = {key: np.asarray(value, dtype=np.float64) for key, value in forecast.items()}
-        self._rows: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+        # Per series, per row: (leads, y, error sd, rho, posterior mean, Q, d) (see _gaussian_posterior).
+        self._rows: dict[str, list[tuple[Any, ...]]] = {}
         for key in sorted(self.forecast, key=lambda k: SERIES.index(_series_name(k))):
             fc = self.forecast[key]
             if fc.ndim != 2:
@@ -333,14 +334,14 @@ class ForecastPosterior:
             for row in fc[:, :L]:
                 if err.kind == "level":
                     idx = np.arange(L)
-                    y, e = row.copy(), sd * np.abs(row).mean()
+                    y, e, scale = row.copy(), sd, float(np.abs(row).mean())
                 else:
                     idx = np.flatnonzero(row > 0)
                     if idx.size < 2:  # no spread to estimate a prior from: keep the forecast
                         idx = idx[:0]
                     s = np.sqrt(np.log1p(sd[idx] ** 2))
-                    y, e = np.log(row[idx]) + 0.5 * s * s, s
-                rows.append((idx, *_gaussian_posterior(y, e, rho, idx)))
+                    y, e, scale = np.log(row[idx]) + 0.5 * s * s, s, 1.0
+                rows.append((idx, y, e * scale, rho, *_gaussian_posterior(y, e, rho, idx, scale)))
             self._rows[key] = rows
 
     def mean(self) -> dict[str, np.ndarray]:
@@ -348,11 +349,11 @@ class ForecastPosterior:
         out = {}
         for key, fc in self.forecast.items():
             arr = fc.copy()
-            for r, (idx, m, root) in enumerate(self._rows.get(key, ())):
+            for r, (idx, _y, _e, _rho, m, Q, d) in enumerate(self._rows.get(key, ())):
                 if self.model.error(key).kind == "level":
                     arr[r, idx] = m
                 else:
-                    arr[r, idx] = np.exp(m + 0.5 * np.einsum("ij,ij->i", root, root))
+                    arr[r, idx] = np.exp(m + 0.5 * ((Q * Q) @ d))  # diag C
             arr[:, 0] = fc[:, 0]  # now is known: exactly the observed value, not a rounding of it
             out[key] = arr
         return out
@@ -373,7 +374,8 @@ class ForecastPosterior:
         for key, rows in self._rows.items():
             name = _series_name(key)
             follows = name == "price_export" and self.model.export_follows_import
-            for r, (idx, m, root) in enumerate(rows):
+            for r, (idx, y_obs, e, rho, *_) in enumerate(rows):
+                m, root = _posterior_root(y_obs, e, rho, idx)
                 k = len(idx)
                 if follows and r in shared and shared[r].shape[1] == k:
                     z = shared[r]
@@ -395,22 +397,63 @@ class ForecastPosterior:
 
 
 def _gaussian_posterior(
+    y: np.ndarray, sd: np.ndarray, rho: float, leads: np.ndarray, scale: float = 1.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The posterior of ``x`` given ``y = x + e``, ``e ~ N(0, Σ_e)``,
+    ``Σ_e = scale²·diag(sd)·rho^|lead distance|·diag(sd)``, prior ``x ~ N(μ, v·I)`` from ``y``
+    itself (:class:`ForecastPosterior`): its mean ``m`` and its covariance as ``(Q, d)`` with
+    ``C = Q·diag(d)·Qᵀ`` (``d >= 0``).
+
+    With ``Σ_e = scale²·Q·diag(λ)·Qᵀ`` (the eigen-decomposition of the unscaled error covariance,
+    cached: it depends only on the error model, the leads and the period length),
+    ``K = v·(v·I + Σ_e)⁻¹ = Q·diag(w)·Qᵀ`` with ``w = v / (v + scale²·λ)``, so
+    ``m = μ + Q·diag(w)·Qᵀ·(y − μ)`` and ``C = v·(I − K) = Q·diag(v·(1 − w))·Qᵀ``: no inverse
+    per row (the mean of a planner on it costs a few matrix-vector products per row)."""
+    if len(y) < 2:  # no spread to estimate the prior from (callers pass no such row)
+        return y.copy(), np.eye(len(y)), np.zeros(len(y))
+    lam, Q, mean_diag, mean_all = _error_eigen(
+        np.ascontiguousarray(sd, dtype=np.float64).tobytes(),
+        float(rho),
+        np.ascontiguousarray(leads, dtype=np.int64).tobytes(),
+    )
+    a = float(scale) ** 2
+    mu, var = float(y.mean()), float(y.var())
+    v = max(var - a * (mean_diag - mean_all), 0.1 * var, 1e-12)
+    w = v / (v + a * lam)
+    mean = mu + Q @ (w * (Q.T @ (y - mu)))
+    return mean, Q, v * (1.0 - w)
+
+
+def _posterior_root(
     y: np.ndarray, sd: np.ndarray, rho: float, leads: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and a square root ``R`` (``R·Rᵀ = C``) of the posterior of ``x`` given ``y = x + e``,
-    ``e ~ N(0, Σ_e)``, ``Σ_e = diag(sd)·rho^|lead distance|·diag(sd)``, prior ``x ~ N(μ, v·I)`` from
-    ``y`` itself (:class:`ForecastPosterior`)."""
-    if len(y) < 2:  # no spread to estimate the prior from (callers pass no such row)
+    """:func:`_gaussian_posterior`'s mean and a square root ``R`` (``R·Rᵀ = C``) of its covariance,
+    by the dense formulas (``K = v·(v·I + Σ_e)⁻¹``, ``C = v·(I − K)``, ``R`` from the eigen-
+    decomposition of ``C``): the root the draws of :meth:`ForecastPosterior.sample` have always
+    used, kept so that a seed makes the same draws."""
+    if len(y) < 2:
         return y.copy(), np.zeros((len(y), len(y)))
     dist = np.abs(leads[:, None] - leads[None, :])
     cov_e = sd[:, None] * rho**dist * sd[None, :]
     mu, var = float(y.mean()), float(y.var())
     v = max(var - (float(np.mean(np.diag(cov_e))) - float(cov_e.mean())), 0.1 * var, 1e-12)
-    gain = v * np.linalg.inv(v * np.eye(len(y)) + cov_e)  # K = v (vI + Σ_e)^-1 (symmetric)
-    mean = mu + gain @ (y - mu)
+    gain = v * np.linalg.inv(v * np.eye(len(y)) + cov_e)
     cov = v * (np.eye(len(y)) - gain)
     w, vec = np.linalg.eigh(0.5 * (cov + cov.T))
-    return mean, vec * np.sqrt(np.maximum(w, 0.0))
+    return mu + gain @ (y - mu), vec * np.sqrt(np.maximum(w, 0.0))
+
+
+@lru_cache(maxsize=512)
+def _error_eigen(sd: bytes, rho: float, leads: bytes) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """Eigenvalues (clipped at 0) and vectors of ``diag(sd)·rho^|lead distance|·diag(sd)``, with the
+    mean of its diagonal and of all its entries (arguments as bytes so that they can be cached)."""
+    sd_a = np.frombuffer(sd, dtype=np.float64)
+    lead = np.frombuffer(leads, dtype=np.int64)
+    cov = sd_a[:, None] * rho ** np.abs(lead[:, None] - lead[None, :]) * sd_a[None, :]
+    lam, vec = np.linalg.eigh(cov)
+    for arr in (lam, vec):
+        arr.flags.writeable = False
+    return np.maximum(lam, 0.0), vec, float(np.mean(np.diag(cov))), float(cov.mean())
 
 
 @lru_cache(maxsize=64)

@@ -405,3 +405,20 @@ def test_posterior_mean_damps_the_spread_between_hours() -> None:
             mean["price_import"][:, :24].std(axis=1) / fc["price_import"][:, :24].std(axis=1)
         ).mean()
     assert spread["poor"] < spread["good"] < 1.0
+
+
+def test_posterior_mean_by_the_cached_eigenbasis_equals_the_dense_formulas() -> None:
+    # ForecastPosterior.mean() uses _gaussian_posterior (cached eigen-decomposition, no inverse per
+    # row); sample() the dense formulas of _posterior_root. Same posterior: same mean and covariance.
+    from envs.forecast import _gaussian_posterior, _posterior_root
+
+    rng = np.random.default_rng(5)
+    for n, scale in ((24, 1.0), (9, 37.5), (2, 0.3)):
+        leads = np.sort(rng.choice(np.arange(30), size=n, replace=False))
+        sd = np.where(leads == 0, 0.0, 0.1 + 0.02 * leads)
+        y = rng.normal(3.0, 1.0, size=n)
+        mean, Q, d = _gaussian_posterior(y, sd, 0.9, leads, scale)
+        dense_mean, root = _posterior_root(y, sd * scale, 0.9, leads)
+        np.testing.assert_allclose(mean, dense_mean, rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(Q @ np.diag(d) @ Q.T, root @ root.T, rtol=1e-8, atol=1e-10)
+        assert (d >= 0).all()
