@@ -1,6 +1,7 @@
 """Compare controllers on held-out scenarios: ``python evaluate.py`` (see docs/evaluation.md).
 
-With no arguments: oracle, MPC, agent_lp, greedy, carbon_greedy and the trained policy of
+With no arguments: oracle, MPC, mpc_lp (MPC on the LP relaxation of its model: a planner at about
+a tenth of MPC's decision time), agent_lp, greedy, carbon_greedy and the trained policy of
 ``runs/default/`` (``ensemble.json`` if train.py wrote one, else ``model.zip``; if present; else the
 shipped agent; ``agent_lp`` is that policy with a one-period routing LP) on seeds 0-19 of
 ``paper`` (training only draws seeds >= 1000). Prints the table and writes ``results/results.csv``,
@@ -44,12 +45,13 @@ from envs import PRESETS
 from envs.forecast import forecast_model
 from oracle.executor import add_backend_args, backend_kwargs
 
-DEFAULT_POLICIES = ("oracle", "mpc", "agent_lp", "greedy", "carbon_greedy")
+DEFAULT_POLICIES = ("oracle", "mpc", "mpc_lp", "agent_lp", "greedy", "carbon_greedy")
 LEVEL_POLICIES = (
     "oracle",
     "mpc",
     "mpc_posterior",
     "mpc_stochastic",
+    "mpc_lp",
     "hybrid",
     "agent_lp",
     "greedy",

@@ -466,12 +466,16 @@ class WindowLP:
             ("self", -ren, self.self_g_nz),
         ):
             old = self._dyn[name]
-            change = (nz[:, span] >= 0) & (new[:, span] != old[:, span])
-            for s, tt in zip(*np.nonzero(change), strict=True):
-                tt = int(tt) + t
-                k = nz[s, tt]
-                h.changeCoeff(int(self._nz_row[k]), int(self._nz_col[k]), float(new[s, tt]))
-                old[s, tt] = new[s, tt]
+            change = (nz >= 0) & (new != old)
+            change[:, :t] = change[:, t_end:] = False
+            if name == "self":  # only a live self-consumption row needs its coefficient
+                change &= g_on & ren_on
+            k = nz[change]
+            for r, c, v in zip(
+                self._nz_row[k].tolist(), self._nz_col[k].tolist(), new[change].tolist(), strict=True
+            ):
+                h.changeCoeff(r, c, v)
+            old[change] = new[change]
         h.changeColsCost(self.n_cols, self._cidx, -cost)
         h.changeColsBounds(self.n_cols, self._cidx, lower, upper)
         h.changeRowsBounds(m, self._ridx, row_lo, row_hi)
@@ -586,6 +590,8 @@ class MPCLPPolicy(EnvPolicy):
         self.fallbacks = self.budget_dropped = self.branched = 0
         self._lp: WindowLP | None = None
         self._lp_for: Scenario | None = None
+        if self.base.scenario is not None:
+            self.window_lp()  # built once per scenario, before the first decision
 
     @property
     def solves(self) -> int:

@@ -330,7 +330,8 @@ class ForecastPosterior:
                 continue
             sd = np.concatenate([[0.0], err.sd(np.arange(1, L), period_h)])
             rho = err.rho_lead**period_h
-            rows = []
+            rows: list[tuple[Any, ...]] = []
+            groups: dict[bytes, list[int]] = {}  # rows with the same leads: one batched posterior
             for row in fc[:, :L]:
                 if err.kind == "level":
                     idx = np.arange(L)
@@ -341,7 +342,22 @@ class ForecastPosterior:
                         idx = idx[:0]
                     s = np.sqrt(np.log1p(sd[idx] ** 2))
                     y, e, scale = np.log(row[idx]) + 0.5 * s * s, s, 1.0
-                rows.append((idx, y, e * scale, rho, *_gaussian_posterior(y, e, rho, idx, scale)))
+                groups.setdefault(idx.tobytes(), []).append(len(rows))
+                rows.append((idx, y, e, scale))
+            done: list[tuple[Any, ...]] = [()] * len(rows)
+            for members in groups.values():
+                idx, _, e, _ = rows[members[0]]
+                means, Q, D = _gaussian_posterior_rows(
+                    np.array([rows[r][1] for r in members]),
+                    e,
+                    rho,
+                    idx,
+                    np.array([rows[r][3] for r in members]),
+                )
+                for i, r in enumerate(members):
+                    _, y, e_r, scale = rows[r]
+                    done[r] = (idx, y, e_r * scale, rho, means[i], Q, D[i])
+            rows = done
             self._rows[key] = rows
 
     def mean(self) -> dict[str, np.ndarray]:
@@ -409,19 +425,32 @@ def _gaussian_posterior(
     ``K = v·(v·I + Σ_e)⁻¹ = Q·diag(w)·Qᵀ`` with ``w = v / (v + scale²·λ)``, so
     ``m = μ + Q·diag(w)·Qᵀ·(y − μ)`` and ``C = v·(I − K) = Q·diag(v·(1 − w))·Qᵀ``: no inverse
     per row (the mean of a planner on it costs a few matrix-vector products per row)."""
-    if len(y) < 2:  # no spread to estimate the prior from (callers pass no such row)
-        return y.copy(), np.eye(len(y)), np.zeros(len(y))
+    means, Q, D = _gaussian_posterior_rows(
+        np.asarray(y, dtype=np.float64)[None, :], sd, rho, leads, np.array([scale])
+    )
+    return means[0], Q, D[0]
+
+
+def _gaussian_posterior_rows(
+    Y: np.ndarray, sd: np.ndarray, rho: float, leads: np.ndarray, scales: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_gaussian_posterior` of several rows ``Y`` (rows, n) with the same leads and error
+    shape, row ``r``'s error scaled by ``scales[r]``: means (rows, n), the shared ``Q`` and ``d`` per
+    row (rows, n)."""
+    n = Y.shape[1]
+    if n < 2:  # no spread to estimate the prior from (callers pass no such row)
+        return Y.copy(), np.eye(n), np.zeros_like(Y)
     lam, Q, mean_diag, mean_all = _error_eigen(
         np.ascontiguousarray(sd, dtype=np.float64).tobytes(),
         float(rho),
         np.ascontiguousarray(leads, dtype=np.int64).tobytes(),
     )
-    a = float(scale) ** 2
-    mu, var = float(y.mean()), float(y.var())
-    v = max(var - a * (mean_diag - mean_all), 0.1 * var, 1e-12)
-    w = v / (v + a * lam)
-    mean = mu + Q @ (w * (Q.T @ (y - mu)))
-    return mean, Q, v * (1.0 - w)
+    a = np.asarray(scales, dtype=np.float64)[:, None] ** 2
+    mu, var = Y.mean(axis=1, keepdims=True), Y.var(axis=1, keepdims=True)
+    v = np.maximum(np.maximum(var - a * (mean_diag - mean_all), 0.1 * var), 1e-12)
+    w = v / (v + a * lam[None, :])
+    means = mu + ((Y - mu) @ Q * w) @ Q.T
+    return means, Q, v * (1.0 - w)
 
 
 def _posterior_root(
