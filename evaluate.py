@@ -134,7 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print only a JSON list (one object per policy and seed)"
     )
     parser.add_argument(
-        "--mpc-window", type=_positive_int, default=24, help="MPC window, periods (default 24)"
+        "--mpc-window",
+        type=_positive_int,
+        default=24,
+        help="window of mpc, mpc_posterior and mpc_lp, periods (default 24)",
     )
     parser.add_argument(
         "--mpc-scenarios", type=_positive_int, default=4, help="mpc_stochastic: forecast scenarios per solve"
@@ -329,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         "oracle": {"time_limit_s": args.time_limit},
         "mpc": {"window": args.mpc_window, "time_limit_s": args.mpc_time_limit, "exact": noise == 0.0},
         "mpc_posterior": {"window": args.mpc_window, "time_limit_s": args.mpc_time_limit},
+        "mpc_lp": {"window": args.mpc_window},
         "mpc_stochastic": {
             "window": args.mpc_stochastic_window,
             "n_scenarios": args.mpc_scenarios,

@@ -318,7 +318,10 @@ class ForecastPosterior:
     ) -> None:
         self.model = model
         self.forecast = {key: np.asarray(value, dtype=np.float64) for key, value in forecast.items()}
-        # Per series, per row: (leads, y, error sd, rho, posterior mean, Q, d) (see _gaussian_posterior).
+        # Per series: the posterior mean and diag C of each group of rows with the same leads
+        # (rows, leads, means (rows, n), diag C (rows, n)), batched (see _gaussian_posterior_rows);
+        # and per row (leads, y, error sd, rho), what sample() needs for the dense formulas.
+        self._blocks: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]] = {}
         self._rows: dict[str, list[tuple[Any, ...]]] = {}
         for key in sorted(self.forecast, key=lambda k: SERIES.index(_series_name(k))):
             fc = self.forecast[key]
@@ -330,46 +333,38 @@ class ForecastPosterior:
                 continue
             sd = np.concatenate([[0.0], err.sd(np.arange(1, L), period_h)])
             rho = err.rho_lead**period_h
-            rows: list[tuple[Any, ...]] = []
-            groups: dict[bytes, list[int]] = {}  # rows with the same leads: one batched posterior
-            for row in fc[:, :L]:
+            block = fc[:, :L]
+            if err.kind == "level":
+                groups = [(np.arange(len(block)), np.arange(L))]
+            else:
+                positive = block > 0
+                positive[positive.sum(axis=1) < 2] = False  # no spread to estimate a prior from
+                patterns: dict[bytes, list[int]] = {}
+                for r, mask in enumerate(positive):
+                    patterns.setdefault(mask.tobytes(), []).append(r)
+                groups = [(np.array(rows), np.flatnonzero(positive[rows[0]])) for rows in patterns.values()]
+            blocks, rows_info = [], [None] * len(block)
+            for rows, idx in groups:
                 if err.kind == "level":
-                    idx = np.arange(L)
-                    y, e, scale = row.copy(), sd, float(np.abs(row).mean())
+                    Y, e, scales = block[rows], sd, np.abs(block[rows]).mean(axis=1)
                 else:
-                    idx = np.flatnonzero(row > 0)
-                    if idx.size < 2:  # no spread to estimate a prior from: keep the forecast
-                        idx = idx[:0]
-                    s = np.sqrt(np.log1p(sd[idx] ** 2))
-                    y, e, scale = np.log(row[idx]) + 0.5 * s * s, s, 1.0
-                groups.setdefault(idx.tobytes(), []).append(len(rows))
-                rows.append((idx, y, e, scale))
-            done: list[tuple[Any, ...]] = [()] * len(rows)
-            for members in groups.values():
-                idx, _, e, _ = rows[members[0]]
-                means, Q, D = _gaussian_posterior_rows(
-                    np.array([rows[r][1] for r in members]),
-                    e,
-                    rho,
-                    idx,
-                    np.array([rows[r][3] for r in members]),
-                )
-                for i, r in enumerate(members):
-                    _, y, e_r, scale = rows[r]
-                    done[r] = (idx, y, e_r * scale, rho, means[i], Q, D[i])
-            rows = done
-            self._rows[key] = rows
+                    e = np.sqrt(np.log1p(sd[idx] ** 2))
+                    Y, scales = np.log(block[np.ix_(rows, idx)]) + 0.5 * e * e, np.ones(len(rows))
+                means, Q, D = _gaussian_posterior_rows(Y, e, rho, idx, scales)
+                blocks.append((rows, idx, means, D @ (Q * Q).T))
+                for i, r in enumerate(rows.tolist()):
+                    rows_info[r] = (idx, Y[i], e * scales[i], rho)
+            self._blocks[key] = blocks
+            self._rows[key] = rows_info
 
     def mean(self) -> dict[str, np.ndarray]:
         """The posterior mean forecast, same keys and shapes as the forecast."""
         out = {}
         for key, fc in self.forecast.items():
             arr = fc.copy()
-            for r, (idx, _y, _e, _rho, m, Q, d) in enumerate(self._rows.get(key, ())):
-                if self.model.error(key).kind == "level":
-                    arr[r, idx] = m
-                else:
-                    arr[r, idx] = np.exp(m + 0.5 * ((Q * Q) @ d))  # diag C
+            level = self.model.error(key).kind == "level"
+            for rows, idx, means, diag in self._blocks.get(key, ()):
+                arr[np.ix_(rows, idx)] = means if level else np.exp(means + 0.5 * diag)
             arr[:, 0] = fc[:, 0]  # now is known: exactly the observed value, not a rounding of it
             out[key] = arr
         return out
@@ -390,7 +385,7 @@ class ForecastPosterior:
         for key, rows in self._rows.items():
             name = _series_name(key)
             follows = name == "price_export" and self.model.export_follows_import
-            for r, (idx, y_obs, e, rho, *_) in enumerate(rows):
+            for r, (idx, y_obs, e, rho) in enumerate(rows):
                 m, root = _posterior_root(y_obs, e, rho, idx)
                 k = len(idx)
                 if follows and r in shared and shared[r].shape[1] == k:
