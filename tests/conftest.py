@@ -74,6 +74,21 @@ def make_tiny(T: int = 3, S: int = 1, **changes) -> Scenario:
     return Scenario(**fields)
 
 
+def make_cheap_hour(**changes) -> Scenario:
+    """One site without battery, generator or export, no inference, one 0.4 MW job (4 GPUs × 100 kW,
+    duration 1, value 100 USD, window 0..2); prices 50/10/30 USD/MWh and carbon 0.5/0.1/0.3 t/MWh
+    at 100 USD/t: an hour of the job costs 40 / 8 / 24 USD, so it waits for t = 1 (92 USD)."""
+    fields = dict(
+        sites=(make_site(gen_capacity_mw=0.0, capacity_mwh=0.0, export_limit_mw=0.0),),
+        demand_gpus=np.zeros((1, 3)),
+        price_import=np.array([[50.0, 10.0, 30.0]]),
+        carbon_intensity=np.array([[0.5, 0.1, 0.3]]),
+        carbon_price_usd_per_t=100.0,
+    )
+    fields.update(changes)
+    return make_tiny(**fields)
+
+
 @pytest.fixture
 def tiny() -> Scenario:
     return make_tiny()

@@ -12,7 +12,7 @@ import pytest
 
 from envs.scenario import InferenceClass, OperatingState, TrainingJob
 from oracle import CONFIGS, Schedule, build_model, solve, transform_scenario
-from tests.conftest import make_site, make_tiny
+from tests.conftest import make_cheap_hour, make_site, make_tiny
 
 CENT = 0.005
 
@@ -74,13 +74,7 @@ def test_job_waits_for_the_cheap_hour():
     """A 0.4 MW job (4 GPUs x 100 kW), duration 1, value 100 USD, window 0..2; prices 50/10/30 USD/MWh
     and carbon 0.5/0.1/0.3 t/MWh at 100 USD/t. Energy + carbon cost of one hour: 0.4·(50+50)=40,
     0.4·(10+10)=8, 0.4·(30+30)=24, so it starts at t=1: benefit 100 - 8 = 92.00 USD."""
-    sc = make_tiny(
-        sites=(make_site(gen_capacity_mw=0.0, capacity_mwh=0.0, export_limit_mw=0.0),),
-        demand_gpus=np.zeros((1, 3)),
-        price_import=np.array([[50.0, 10.0, 30.0]]),
-        carbon_intensity=np.array([[0.5, 0.1, 0.3]]),
-        carbon_price_usd_per_t=100.0,
-    )
+    sc = make_cheap_hour()
     r = solve(sc)
     assert r.job_start == [(0, 0, 1)]
     assert r.objective_usd == pytest.approx(92.0, abs=CENT)
@@ -89,14 +83,7 @@ def test_job_waits_for_the_cheap_hour():
 
 def test_job_not_worth_running_is_skipped():
     """Same job but value 5 USD: the cheapest hour costs 8 USD, so it does not run (benefit 0)."""
-    sc = make_tiny(
-        sites=(make_site(gen_capacity_mw=0.0, capacity_mwh=0.0, export_limit_mw=0.0),),
-        jobs=(TrainingJob("job0", 4, 1, 0, 3, 5.0, (True,)),),
-        demand_gpus=np.zeros((1, 3)),
-        price_import=np.array([[50.0, 10.0, 30.0]]),
-        carbon_intensity=np.array([[0.5, 0.1, 0.3]]),
-        carbon_price_usd_per_t=100.0,
-    )
+    sc = make_cheap_hour(jobs=(TrainingJob("job0", 4, 1, 0, 3, 5.0, (True,)),))
     r = solve(sc)
     assert r.job_start == [] and r.objective_usd == pytest.approx(0.0, abs=CENT)
 

@@ -20,7 +20,7 @@ from envs.presets import make_scenario
 from envs.scenario import OperatingState, TrainingJob
 from oracle import solve
 from oracle.model import build_model
-from tests.conftest import make_site, make_tiny
+from tests.conftest import make_cheap_hour, make_site
 
 torch.set_num_threads(1)
 
@@ -32,20 +32,6 @@ def exact_forecast(sc, t: int) -> dict[str, np.ndarray]:
     """What ``env.forecast()`` returns with exact forecasts at period ``t`` (columns t .. T-1)."""
     keys = ("price_import", "price_export", "carbon_intensity", "renewable_mw", "cooling", "demand_gpus")
     return {key: np.array(getattr(sc, key)[:, t:], dtype=float) for key in keys}
-
-
-def cheap_hour(**changes):
-    """``tests/test_oracle_small.py``'s job that waits for the cheap hour: 0.4 MW, value 100 USD,
-    prices 50/10/30 USD/MWh and carbon 0.5/0.1/0.3 t/MWh at 100 USD/t, no inference, no battery."""
-    fields = dict(
-        sites=(make_site(gen_capacity_mw=0.0, capacity_mwh=0.0, export_limit_mw=0.0),),
-        demand_gpus=np.zeros((1, 3)),
-        price_import=np.array([[50.0, 10.0, 30.0]]),
-        carbon_intensity=np.array([[0.5, 0.1, 0.3]]),
-        carbon_price_usd_per_t=100.0,
-    )
-    fields.update(changes)
-    return make_tiny(**fields)
 
 
 def relaxed_oracle(sc, state, forecast, window=None, **kw) -> float | None:
@@ -61,9 +47,9 @@ def relaxed_oracle(sc, state, forecast, window=None, **kw) -> float | None:
     return float(pulp.value(m.prob.objective)) if status == "Optimal" else None
 
 
-def test_a_job_waits_for_the_cheap_hour() -> None:
+def test_a_job_waits_for_the_make_cheap_hour() -> None:
     # One hour costs 0.4·(50+50) = 40, 0.4·(10+10) = 8, 0.4·(30+30) = 24 USD: start at t = 1, 92 USD.
-    sc = cheap_hour()
+    sc = make_cheap_hour()
     lp = WindowLP(sc)
     assert lp.solve(sc.initial_state(), exact_forecast(sc, 0))
     assert lp.objective_usd == pytest.approx(92.0, abs=CENT)
@@ -76,7 +62,7 @@ def test_a_job_waits_for_the_cheap_hour() -> None:
 
 def test_a_started_job_loads_its_remaining_periods_without_its_value() -> None:
     # Duration 2, started at t = 0: at t = 1 the LP only pays its 0.4 MW at 10 USD/MWh + 0.1 t at 100 USD/t.
-    sc = cheap_hour(jobs=(TrainingJob("job0", 4, 2, 0, 3, 100.0, (True,)),))
+    sc = make_cheap_hour(jobs=(TrainingJob("job0", 4, 2, 0, 3, 100.0, (True,)),))
     lp = WindowLP(sc)
     assert lp.solve(OperatingState(1, (0.0,), ((0, 0, 0),)), exact_forecast(sc, 1))
     assert lp.objective_usd == pytest.approx(-0.4 * (10.0 + 100.0 * 0.1), abs=CENT)
@@ -87,7 +73,7 @@ def test_a_started_job_loads_its_remaining_periods_without_its_value() -> None:
 def test_a_budget_makes_the_relaxation_run_half_a_job() -> None:
     # 0.02 t left; the job emits 0.04 t at t = 1 (92 USD), 0.12 t at t = 2 (76 USD), 0.2 t at t = 0
     # (60 USD): per tonne t = 1 is best, and half of it fits: 46 USD. No budget row: 92 USD.
-    sc = cheap_hour(carbon_budget_t=0.02)
+    sc = make_cheap_hour(carbon_budget_t=0.02)
     lp = WindowLP(sc)
     assert lp.solve(sc.initial_state(), exact_forecast(sc, 0), budget_t=0.02)
     assert lp.objective_usd == pytest.approx(46.0, abs=CENT)
@@ -163,7 +149,7 @@ def test_equals_the_oracle_on_a_week_with_a_one_day_window() -> None:
 
 
 def test_bad_inputs_are_named() -> None:
-    sc = cheap_hour()
+    sc = make_cheap_hour()
     lp = WindowLP(sc)
     with pytest.raises(ValueError, match=r"state\.period"):
         lp.solve(OperatingState(3, (0.0,)), exact_forecast(sc, 2))
@@ -212,7 +198,7 @@ def test_terminal_charge_floor_is_capped_at_what_charging_can_reach() -> None:
     # LP must charge the 2 MWh it can (2 MW at 30 USD/MWh + 0.3 t/MWh at 100 USD/t = 120 USD), as the
     # oracle's model does.
     site = make_site(gen_capacity_mw=0.0, export_limit_mw=0.0, charge_mw=2.0)
-    sc = cheap_hour(sites=(site,), jobs=())
+    sc = make_cheap_hour(sites=(site,), jobs=())
     state = OperatingState(2, (0.0,))
     lp = WindowLP(sc)
     assert lp.solve(state, exact_forecast(sc, 2))
@@ -224,7 +210,7 @@ def test_terminal_charge_floor_is_capped_at_what_charging_can_reach() -> None:
 def test_a_mandatory_job_must_start_only_when_its_latest_start_is_in_the_window() -> None:
     # Value 5 USD, its cheapest hour costs 8: skipped unless it must run. Latest start 2: a one-period
     # window from t = 0 may leave it (0 USD); the whole horizon must start it at t = 1 (5 - 8 = -3).
-    sc = cheap_hour(jobs=(TrainingJob("job0", 4, 1, 0, 3, 5.0, (True,), mandatory=True),))
+    sc = make_cheap_hour(jobs=(TrainingJob("job0", 4, 1, 0, 3, 5.0, (True,), mandatory=True),))
     lp = WindowLP(sc)
     for window, expected in ((1, 0.0), (None, -3.0)):
         assert lp.solve(sc.initial_state(), exact_forecast(sc, 0), window=window)
