@@ -1,17 +1,19 @@
 """The rolling MILP's LP relaxation, kept in HiGHS across periods: a planner fast enough to run per step.
 
 :class:`WindowLP` is the LP relaxation of the joint model that ``mpc`` solves at every period
-(:func:`oracle.model.build_model` over periods ``t .. T-1`` from the env's state, on the forecast):
-the same variables, rows and objective as :mod:`oracle.formulation`, with every binary (job start
-``start[j,s,t]``, grid direction ``g[s,t]``) relaxed to [0, 1]. Instead of building a new model
-every period (PuLP's build dominates ``mpc``'s time), one model of the whole horizon ``0 .. T-1`` is
-built once per scenario and each period only its data changes, so HiGHS re-solves from the previous
+(:func:`oracle.model.build_model` over periods ``t .. t + window - 1`` from the env's state, on the
+forecast): the same variables, rows and objective as :mod:`oracle.formulation`, with every binary
+(job start ``start[j,s,t]``, grid direction ``g[s,t]``) relaxed to [0, 1]. Instead of building a
+new model every period (PuLP's build dominates ``mpc``'s time), one matrix over periods
+``first .. end - 1`` (the whole ``paper`` day; two windows of ``week``, rebuilt when the window runs
+past it) is built once and each period only its data changes, so HiGHS re-solves from the previous
 basis (about a millisecond on ``paper``):
 
-- periods before ``t`` are switched off: their rows are free, their columns fixed at 0 (no cost), the
-  state of charge of period ``t-1`` fixed at the env's, and each started job's start variable fixed
-  at 1 (its GPUs and power load its remaining periods, as ``held_gpus`` / ``held_mw`` do in the
-  oracle; its value is no longer counted);
+- periods before ``t`` and from the window's end on are switched off: their rows are free, their
+  columns fixed at 0 (no cost), the state of charge of period ``t-1`` fixed at the env's, and each
+  started job's start variable fixed at 1 (its GPUs and power load its remaining periods, as
+  ``held_gpus`` / ``held_mw`` do in the oracle; its value is no longer counted; a job started
+  before ``first`` has no column and its GPUs and power are constants of the rows instead);
 - periods ``t ..`` get the forecast (lead 0 = ``t``; beyond the forecast the last column repeats, as
   :func:`agents.baselines.forecast_scenario`): costs (prices, carbon price times intensity), bounds
   (demand, renewables, export only at a positive price), right-hand sides (demand, base IT load
@@ -63,20 +65,29 @@ R_ONCE, R_INF, R_GPUS, R_BAL, R_SOC, R_MODE, R_GIMP, R_GEXP, R_SELF, R_CO2 = ran
 
 
 class WindowLP:
-    """The LP relaxation of the joint model over periods ``t .. T-1`` of one scenario (module docstring).
+    """The LP relaxation of the joint model over a window of one scenario (module docstring).
 
     Args:
         scenario: the scenario (sites, jobs, classes; its series are the history and are only read
             for the periods no forecast covers).
+        first, end: the periods the matrix has, ``first .. end - 1`` (default the whole horizon);
+            :meth:`solve` takes windows inside them. Jobs started before ``first`` have no start
+            column: their GPUs and power are constants of the rows (the oracle's ``held_gpus`` /
+            ``held_mw``).
 
     :meth:`solve` updates the model to a period, state and forecast and solves it; :attr:`x` holds
     the solution, read through :meth:`start_fractions` and :meth:`dispatch`.
     """
 
-    def __init__(self, scenario: Scenario) -> None:
+    def __init__(self, scenario: Scenario, first: int = 0, end: int | None = None) -> None:
         sc = self.scenario = scenario
         S, K, T, J = sc.S, sc.K, sc.T, sc.J
         self.S, self.K, self.T, self.J = S, K, T, J
+        end = T if end is None else int(end)
+        if not 0 <= int(first) < end <= T:
+            raise ValueError(f"first, end: need 0 <= first < end <= T = {T} (got {first}, {end})")
+        self.first, self.end = int(first), end
+        P = range(self.first, end)  # the matrix's periods
         sites = sc.sites
         dt = self.dt = float(sc.dt_h)
         self.cap_gpu = sc.site_array("gpu_capacity").astype(float)
@@ -115,14 +126,14 @@ class WindowLP:
             for s in range(S):
                 if not job.eligible[s] or job.gpus > sites[s].gpu_capacity:
                     continue
-                for t in range(job.release, min(job.latest_start, T - 1) + 1):
+                for t in range(max(job.release, self.first), min(job.latest_start, end - 1) + 1):
                     self.start_keys.append((j, s, t))
                     col(START, t, s, j)
         self.n_start = len(self.start_keys)
         self.serve_idx = np.full((K, S, T), -1, dtype=np.int64)
         self.unserved_idx = np.full((K, T), -1, dtype=np.int64)
         for k in range(K):
-            for t in range(T):
+            for t in P:
                 for s in range(S):
                     if sc.routes[k, s]:
                         self.serve_idx[k, s, t] = col(SERVE, t, s, k)
@@ -136,7 +147,7 @@ class WindowLP:
             grid(),
         )
         for s in range(S):
-            for t in range(T):
+            for t in P:
                 self.busy_idx[s, t] = col(BUSY, t, s)
                 if self.gen_cap[s] > 0:
                     self.gen_idx[s, t] = col(GEN, t, s)
@@ -163,8 +174,7 @@ class WindowLP:
             for j in range(J)
         ]
         self._start_cols_at = [
-            np.array([i for i, key in enumerate(self.start_keys) if key[2] == t], dtype=np.int64)
-            for t in range(T)
+            np.array([i for i, key in enumerate(self.start_keys) if key[2] == t], dtype=np.int64) for t in P
         ]
         self._now_cols: list[int] = []
         self.t_end = T
@@ -201,7 +211,7 @@ class WindowLP:
                 put(r, i, 1.0)
         self.inf_row = np.full((K, T), -1, dtype=np.int64)
         for k in range(K):
-            for t in range(T):
+            for t in P:
                 r = self.inf_row[k, t] = row(R_INF, t)
                 for s in range(S):
                     if self.serve_idx[k, s, t] >= 0:
@@ -209,19 +219,19 @@ class WindowLP:
                 put(r, self.unserved_idx[k, t], 1.0)
         self.gpus_row = np.full((S, T), -1, dtype=np.int64)
         for s in range(S):
-            for t in range(T):
+            for t in P:
                 r = self.gpus_row[s, t] = row(R_GPUS, t, s)
                 put(r, self.busy_idx[s, t], 1.0)
                 for k in range(K):
                     if self.serve_idx[k, s, t] >= 0:
                         put(r, self.serve_idx[k, s, t], -1.0)
         for i, (j, s, tau) in enumerate(self.start_keys):
-            for t in range(tau, min(tau + sc.jobs[j].duration, T)):
+            for t in range(tau, min(tau + sc.jobs[j].duration, end)):
                 put(self.gpus_row[s, t], i, -float(sc.jobs[j].gpus))
         self.bal_row = np.full((S, T), -1, dtype=np.int64)
         self.bal_busy_nz = np.full((S, T), -1, dtype=np.int64)  # (1 + cooling)·gpu_mw: per period
         for s in range(S):
-            for t in range(T):
+            for t in P:
                 r = self.bal_row[s, t] = row(R_BAL, t, s)
                 self.bal_busy_nz[s, t] = put(r, self.busy_idx[s, t], self.gpu_mw[s])
                 for idx, sign in (
@@ -235,10 +245,10 @@ class WindowLP:
         for s, st in enumerate(sites):
             if self.capacity[s] <= 0:
                 continue
-            for t in range(T):
+            for t in P:
                 r = self.soc_row[s, t] = row(R_SOC, t, s)
                 put(r, self.soc_idx[s, t], 1.0)
-                if t > 0:
+                if t > self.first:
                     put(r, self.soc_idx[s, t - 1], -1.0)
                 put(r, self.ch_idx[s, t], -dt * st.eta_charge)
                 put(r, self.dis_idx[s, t], dt / st.eta_discharge)
@@ -249,7 +259,7 @@ class WindowLP:
         self.gimp_row, self.gexp_row, self.self_row = grid(), grid(), grid()
         self.self_g_nz = grid()  # −renewable_mw: per period
         for s in range(S):
-            for t in range(T):
+            for t in P:
                 g = self.g_idx[s, t]
                 if g < 0:
                     continue
@@ -266,7 +276,7 @@ class WindowLP:
         self.co2_row = row(R_CO2, -1)
         self.co2_imp_nz = grid()  # carbon_intensity·dt_h: per period
         for s in range(S):
-            for t in range(T):
+            for t in P:
                 if self.imp_idx[s, t] >= 0:
                     self.co2_imp_nz[s, t] = put(self.co2_row, self.imp_idx[s, t], 0.0)
                 if self.gen_idx[s, t] >= 0 and gen_em[s] != 0.0:
@@ -368,6 +378,11 @@ class WindowLP:
         if window is not None and int(window) < 1:
             raise ValueError(f"window: must be >= 1 (got {window})")
         t_end = T if window is None else min(T, t + int(window))
+        if t < self.first or t_end > self.end:
+            raise ValueError(
+                f"periods {t}..{t_end - 1}: outside this model's periods {self.first}..{self.end - 1} "
+                "(build a WindowLP with first <= t and end >= t + window)"
+            )
         f = self.series(t, forecast)
         ct, cs, co = self.col_t, self.col_s, self.col_o
         active = (ct >= t) & (ct < t_end)
@@ -401,7 +416,7 @@ class WindowLP:
         upper[~active] = 0.0
         soc_now = np.asarray(state.soc_mwh, dtype=float)
         bat = self.capacity > 0
-        if t > 0 and bat.any():
+        if t > self.first and bat.any():
             sel = self._sel[SOC] & (ct < t)
             lower[sel] = upper[sel] = soc_now[cs[sel]]
         if bat.any():
@@ -411,19 +426,29 @@ class WindowLP:
             last = self.soc_idx[bat, t_end - 1]
             lower[last] = np.maximum(lower[last], floor[bat])  # terminal: soc[t_end-1] >= floor
         started = {int(j): (int(s), int(tau)) for j, s, tau in state.job_starts}
+        held_gpus, held_mw = np.zeros((self.S, T)), np.zeros((self.S, T))
         for j, (s, tau) in started.items():
             i = self._start_col.get((j, s, tau))
+            if i is None and tau < self.first:  # started before the matrix: constants of its rows
+                job = sc.jobs[j]
+                held_gpus[s, tau : tau + job.duration] += job.gpus
+                held_mw[s, tau : tau + job.duration] += sc.job_power_mw[j, s]
+                continue
             if i is None:
                 raise ValueError(
                     f"job {j} started at site {s}, period {tau}: not a possible start of the model"
                 )
             lower[i] = upper[i] = 1.0  # its GPUs and power load its periods; its value is history
             cost[i] = 0.0
+        sel = self._sel[BUSY]
+        upper[sel] = np.where(
+            active[sel], np.maximum(self.cap_gpu[cs[sel]] - held_gpus[cs[sel], ct[sel]], 0.0), 0.0
+        )
         for j in started:
             others = self._job_cols[j]
             keep = lower[others] == 1.0
             upper[others[~keep]] = 0.0
-        now = self._start_cols_at[t] if t < len(self._start_cols_at) else np.zeros(0, dtype=np.int64)
+        now = self._start_cols_at[t - self.first]
         self._now_cols = [int(i) for i in now if int(co[i]) not in started]
 
         m = self.n_rows
@@ -432,22 +457,21 @@ class WindowLP:
             r = self.once_row[j]
             if r < 0:
                 continue
+            if j in started:  # every start column of a started job is fixed: nothing to ask of the row
+                continue
             row_hi[r] = 1.0
-            job = sc.jobs[j]
-            if job.mandatory and j not in started and job.latest_start < t_end:
-                row_lo[r] = 1.0
-            elif job.mandatory and j in started:
+            if sc.jobs[j].mandatory and sc.jobs[j].latest_start < t_end:
                 row_lo[r] = 1.0
         span = slice(t, t_end)
         row_lo[self.inf_row[:, span]] = row_hi[self.inf_row[:, span]] = dem[:, span]
         row_lo[self.gpus_row[:, span]] = row_hi[self.gpus_row[:, span]] = 0.0
-        rhs = -(1.0 + cool[:, span]) * self.base_it[:, None]
+        rhs = -(1.0 + cool[:, span]) * (self.base_it[:, None] + held_mw[:, span])
         row_lo[self.bal_row[:, span]] = row_hi[self.bal_row[:, span]] = rhs
         if bat.any():
             soc_rows = self.soc_row[bat][:, span]
             row_lo[soc_rows] = row_hi[soc_rows] = 0.0
-            if t == 0:
-                row_lo[self.soc_row[bat, 0]] = row_hi[self.soc_row[bat, 0]] = soc_now[bat]
+            if t == self.first:  # the first row's previous state of charge is a constant
+                row_lo[self.soc_row[bat, t]] = row_hi[self.soc_row[bat, t]] = soc_now[bat]
             mode = self.mode_row[:, span]
             row_hi[mode[mode >= 0]] = 1.0
         g_rows_on = (self.g_idx[:, span] >= 0) & g_on[:, span]
@@ -621,18 +645,22 @@ class MPCLPPolicy(EnvPolicy):
         self._lp: WindowLP | None = None
         self._lp_for: Scenario | None = None
         if self.base.scenario is not None:
-            self.window_lp()  # built once per scenario, before the first decision
+            self.window_lp(0)  # built before the first decision
 
     @property
     def solves(self) -> int:
-        """LP solves so far (window solves and re-solves) on the current scenario."""
+        """LP solves so far (window solves and re-solves) on the current matrix."""
         return 0 if self._lp is None else self._lp.solves
 
-    def window_lp(self) -> WindowLP:
-        """The scenario's :class:`WindowLP` (built on first use, rebuilt when the scenario changes)."""
+    def window_lp(self, period: int = 0) -> WindowLP:
+        """A :class:`WindowLP` of the scenario holding the window from ``period``: the current one,
+        else a new one over two windows from ``period`` (on ``paper`` one matrix serves the whole
+        day; on ``week`` one is built every day or so, each a seventh of the week's size)."""
         sc = self.scenario
-        if self._lp is None or self._lp_for is not sc:
-            self._lp, self._lp_for = WindowLP(sc), sc
+        lp, t_end = self._lp, min(sc.T, period + self.window)
+        if lp is None or self._lp_for is not sc or period < lp.first or t_end > lp.end:
+            self._lp = WindowLP(sc, first=period, end=min(sc.T, period + 2 * self.window))
+            self._lp_for = sc
         return self._lp
 
     def budgets(self, state: OperatingState) -> list[float | None]:
@@ -660,7 +688,7 @@ class MPCLPPolicy(EnvPolicy):
         snap = self.base.state_snapshot()
         observed = self.base.forecast()
         forecast = planned_forecast(self.base, sc, observed, period, self.plan_on)
-        lp = self.window_lp()
+        lp = self.window_lp(period)
         tries = self.budgets(snap)
         for budget in tries:
             if lp.solve(snap, forecast, self.window, budget):

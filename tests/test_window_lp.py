@@ -128,24 +128,30 @@ def test_equals_the_oracle_with_the_period_starts_fixed_and_the_later_ones_relax
 
 
 def test_equals_the_oracle_on_a_week_with_a_one_day_window() -> None:
+    # The whole-week matrix and one that starts at period 57 (jobs started before it are constants
+    # of its rows, as the oracle's held_gpus / held_mw) both give build_model's relaxed optimum.
     sc = make_scenario("week", SEED)
     env = make_env("week", sc, forecast_level="typical")
     greedy = make_policy("greedy", env)
     obs, _ = env.reset(seed=SEED)
-    lp = WindowLP(sc)
-    for t in range(sc.T):
+    whole, late = WindowLP(sc), WindowLP(sc, first=57, end=105)
+    for t in range(62):
         if t in (0, 61):
             state, fc = env.unwrapped.state_snapshot(), env.unwrapped.forecast()
             remaining = sc.T - t
             share = (sc.carbon_budget_t - state.emissions_t) * 24 / remaining
-            assert lp.solve(state, fc, window=24, budget_t=share)
             # build_model's window gets budget_remaining = carbon_budget_t - emitted = share
             windowed = sc.replace(carbon_budget_t=state.emissions_t + share)
             ref = relaxed_oracle(windowed, state, fc, 24)
-            assert lp.objective_usd == pytest.approx(ref, rel=1e-9, abs=1e-6)
-        if t == 61:
-            break
-        obs, *_ = env.step(greedy.predict(obs)[0])
+            for lp in (whole, late) if t else (whole,):
+                assert lp.solve(state, fc, window=24, budget_t=share)
+                assert lp.objective_usd == pytest.approx(ref, rel=1e-9, abs=1e-6)
+        if t < 61:
+            obs, *_ = env.step(greedy.predict(obs)[0])
+    held = [(j, s, tau) for j, s, tau in state.job_starts if tau < 57 and tau + sc.jobs[j].duration > 61]
+    assert held, "a job started before period 57 still runs at 61: the held-load path is exercised"
+    with pytest.raises(ValueError, match=r"outside this model's periods 57\.\.104"):
+        late.solve(state, fc, window=48)
 
 
 def test_bad_inputs_are_named() -> None:
@@ -218,3 +224,22 @@ def test_a_mandatory_job_must_start_only_when_its_latest_start_is_in_the_window(
         assert relaxed_oracle(sc, sc.initial_state(), exact_forecast(sc, 0), window) == pytest.approx(
             expected
         )
+
+
+def test_a_job_started_before_the_matrix_holds_its_gpus_and_power() -> None:
+    # 10 GPUs, an 8-GPU job (0.8 MW) started at t = 0 for 2 periods, 5 GPUs of inference every period
+    # (10 USD per GPU-hour, 20 unserved), power at 50 USD/MWh. At t = 1 only 2 GPUs are free: serve 2
+    # (20 - 10 USD), leave 3 (-60), pay the job's 0.8 MW (-40); at t = 2 serve 5 (50 - 25): -65 USD.
+    sc = make_cheap_hour(
+        jobs=(TrainingJob("job0", 8, 2, 0, 3, 100.0, (True,)),),
+        demand_gpus=np.full((1, 3), 5.0),
+        price_import=np.full((1, 3), 50.0),
+        carbon_price_usd_per_t=0.0,
+    )
+    state = OperatingState(1, (0.0,), ((0, 0, 0),))
+    forecast = exact_forecast(sc, 1)
+    for lp in (WindowLP(sc), WindowLP(sc, first=1)):  # the job's column fixed at 1 / no column
+        assert lp.solve(state, forecast)
+        assert lp.objective_usd == pytest.approx(-65.0, abs=CENT)
+        np.testing.assert_allclose(lp.dispatch()["serve"], [[2.0]], atol=1e-9)
+    assert relaxed_oracle(sc, state, forecast) == pytest.approx(-65.0, abs=CENT)
