@@ -60,8 +60,6 @@ INF = highspy.kHighsInf
 
 # Column kinds.
 START, SERVE, UNSERVED, BUSY, GEN, CHARGE, DISCHARGE, SOC, IMPORT, EXPORT, RENEW, GDIR = range(12)
-# Row kinds.
-R_ONCE, R_INF, R_GPUS, R_BAL, R_SOC, R_MODE, R_GIMP, R_GEXP, R_SELF, R_CO2 = range(10)
 
 
 class WindowLP:
@@ -129,7 +127,6 @@ class WindowLP:
                 for t in range(max(job.release, self.first), min(job.latest_start, end - 1) + 1):
                     self.start_keys.append((j, s, t))
                     col(START, t, s, j)
-        self.n_start = len(self.start_keys)
         self.serve_idx = np.full((K, S, T), -1, dtype=np.int64)
         self.unserved_idx = np.full((K, T), -1, dtype=np.int64)
         for k in range(K):
@@ -179,18 +176,15 @@ class WindowLP:
         self._now_cols: list[int] = []
         self.t_end = T
 
-        rkind: list[int] = []
-        rper: list[int] = []
-        rsite: list[int] = []
+        n_rows = 0
         rows: list[int] = []
         cols: list[int] = []
         vals: list[float] = []
 
-        def row(k: int, t: int, s: int = -1) -> int:
-            rkind.append(k)
-            rper.append(t)
-            rsite.append(s)
-            return len(rkind) - 1
+        def row() -> int:
+            nonlocal n_rows
+            n_rows += 1
+            return n_rows - 1
 
         def put(r: int, c: int, v: float) -> int:
             rows.append(r)
@@ -206,13 +200,13 @@ class WindowLP:
         for j in range(J):
             if not starts_of.get(j) and not self.mandatory[j]:
                 continue
-            r = self.once_row[j] = row(R_ONCE, -1)
+            r = self.once_row[j] = row()
             for i in starts_of.get(j, []):
                 put(r, i, 1.0)
         self.inf_row = np.full((K, T), -1, dtype=np.int64)
         for k in range(K):
             for t in P:
-                r = self.inf_row[k, t] = row(R_INF, t)
+                r = self.inf_row[k, t] = row()
                 for s in range(S):
                     if self.serve_idx[k, s, t] >= 0:
                         put(r, self.serve_idx[k, s, t], 1.0)
@@ -220,7 +214,7 @@ class WindowLP:
         self.gpus_row = np.full((S, T), -1, dtype=np.int64)
         for s in range(S):
             for t in P:
-                r = self.gpus_row[s, t] = row(R_GPUS, t, s)
+                r = self.gpus_row[s, t] = row()
                 put(r, self.busy_idx[s, t], 1.0)
                 for k in range(K):
                     if self.serve_idx[k, s, t] >= 0:
@@ -232,7 +226,7 @@ class WindowLP:
         self.bal_busy_nz = np.full((S, T), -1, dtype=np.int64)  # (1 + cooling)·gpu_mw: per period
         for s in range(S):
             for t in P:
-                r = self.bal_row[s, t] = row(R_BAL, t, s)
+                r = self.bal_row[s, t] = row()
                 self.bal_busy_nz[s, t] = put(r, self.busy_idx[s, t], self.gpu_mw[s])
                 for idx, sign in (
                     (self.ch_idx, 1.0), (self.exp_idx, 1.0), (self.ren_idx, -1.0), (self.gen_idx, -1.0),
@@ -246,14 +240,14 @@ class WindowLP:
             if self.capacity[s] <= 0:
                 continue
             for t in P:
-                r = self.soc_row[s, t] = row(R_SOC, t, s)
+                r = self.soc_row[s, t] = row()
                 put(r, self.soc_idx[s, t], 1.0)
                 if t > self.first:
                     put(r, self.soc_idx[s, t - 1], -1.0)
                 put(r, self.ch_idx[s, t], -dt * st.eta_charge)
                 put(r, self.dis_idx[s, t], dt / st.eta_discharge)
                 if st.charge_mw > 0 and st.discharge_mw > 0:
-                    r = self.mode_row[s, t] = row(R_MODE, t, s)
+                    r = self.mode_row[s, t] = row()
                     put(r, self.ch_idx[s, t], 1.0 / st.charge_mw)
                     put(r, self.dis_idx[s, t], 1.0 / st.discharge_mw)
         self.gimp_row, self.gexp_row, self.self_row = grid(), grid(), grid()
@@ -263,17 +257,17 @@ class WindowLP:
                 g = self.g_idx[s, t]
                 if g < 0:
                     continue
-                r = self.gimp_row[s, t] = row(R_GIMP, t, s)
+                r = self.gimp_row[s, t] = row()
                 put(r, self.imp_idx[s, t], 1.0)
                 put(r, g, -self.import_limit[s])
                 if self.exp_idx[s, t] >= 0:
-                    r = self.gexp_row[s, t] = row(R_GEXP, t, s)
+                    r = self.gexp_row[s, t] = row()
                     put(r, self.exp_idx[s, t], 1.0)
                     put(r, g, self.export_limit[s])
-                r = self.self_row[s, t] = row(R_SELF, t, s)
+                r = self.self_row[s, t] = row()
                 put(r, self.ren_idx[s, t], 1.0)
                 self.self_g_nz[s, t] = put(r, g, 0.0)
-        self.co2_row = row(R_CO2, -1)
+        self.co2_row = row()
         self.co2_imp_nz = grid()  # carbon_intensity·dt_h: per period
         for s in range(S):
             for t in P:
@@ -281,9 +275,7 @@ class WindowLP:
                     self.co2_imp_nz[s, t] = put(self.co2_row, self.imp_idx[s, t], 0.0)
                 if self.gen_idx[s, t] >= 0 and gen_em[s] != 0.0:
                     put(self.co2_row, self.gen_idx[s, t], gen_em[s] * dt)
-        self.row_kind = np.array(rkind, dtype=np.int64)
-        self.row_t = np.array(rper, dtype=np.int64)
-        m = self.n_rows = len(rkind)
+        m = self.n_rows = n_rows
         self._nz_row = np.array(rows, dtype=np.int64)
         self._nz_col = np.array(cols, dtype=np.int64)
         self._nz_val = np.array(vals, dtype=float)
