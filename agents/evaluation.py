@@ -205,6 +205,12 @@ def policy_label(spec: str) -> str:
     return _safe(label.replace("agent-", "agent_", 1))
 
 
+def kwargs_for(policy_kwargs: dict[str, dict[str, Any]], label: str, spec: str) -> dict[str, Any]:
+    """The keyword arguments of a policy from ``policy_kwargs``, keyed by its label (``mpc``,
+    ``agent_mine``) or by its spec (a model path: evaluate.py's loading flags, e.g. ``trust_pickle``)."""
+    return policy_kwargs.get(label, policy_kwargs.get(spec, {}))
+
+
 def _safe(text: str) -> str:
     return "".join(c if c.isalnum() or c in "._" else "_" for c in text)
 
@@ -379,7 +385,7 @@ def make_items(
     labels = policy_labels(specs)
     for spec in specs:
         label = labels[spec]
-        kw = policy_kwargs.get(label, policy_kwargs.get(spec, {}))
+        kw = kwargs_for(policy_kwargs, label, spec)
         digest = model_digest(spec) if Path(spec).is_file() else ""
         for target in targets:
             ident = {

@@ -319,7 +319,7 @@ def dispatch_episode(report: Report) -> Any:
     """Replay, recording the flows, the first scenario of the best non-oracle policy (the oracle if
     it is the only one), for the dispatch figure; an :class:`agents.evaluation.EpisodeResult`."""
     from agents.baselines import make_policy
-    from agents.evaluation import make_env, rollout, target_scenario
+    from agents.evaluation import kwargs_for, make_env, rollout, target_scenario
 
     m = report.meta
     if not report.summary or not m["scenarios"]:
@@ -330,7 +330,7 @@ def dispatch_episode(report: Report) -> Any:
     spec = m["specs"].get(choice, choice)
     name, seed = m["scenarios"][0], int(m["seeds"][0])
     env = make_env(m["preset"], target_scenario(m, report.scenarios, 0), **m["env_kwargs"])
-    policy = make_policy(spec, env, **m["policy_kwargs"].get(choice, {}))
+    policy = make_policy(spec, env, **kwargs_for(m["policy_kwargs"], choice, spec))
     result = rollout(policy, env, seed=seed, preset=m["preset"], record=True)
     result.policy = choice
     result.scenario = name

@@ -259,6 +259,19 @@ def test_evaluate_cli_plays_a_recurrent_ppo_with_vecnormalize(zips, tmp_path) ->
     )
 
 
+def test_evaluate_cli_draws_the_dispatch_of_a_trusted_zip(zips, tmp_path) -> None:
+    """The report's dispatch figure replays the best non-oracle policy; a zip found there must be
+    loaded with the run's --trust-pickle (its loading flags are keyed by the model's path)."""
+    out = tmp_path / "res"
+    proc = subprocess.run(
+        [sys.executable, "evaluate.py", "--model", str(zips["ppo"]), "--trust-pickle", "--policies", "oracle",
+         "--seeds", "0", "--out", str(out), "--workers", "1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "dispatch.png").is_file()
+
+
 # ------------------------------------------------------------------------------ the SB3 example
 @pytest.mark.slow
 @pytest.mark.parametrize("vecnormalize", [False, True])
