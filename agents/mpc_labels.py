@@ -23,11 +23,17 @@ network with the same :class:`~agents.bc.BCConfig` on each, from ``--clone-seeds
 pipeline's validation scenarios (% of the oracle, :func:`agents.sb3.evaluate_vs_oracle`); it
 prints a table and writes it as JSON (``--out``/``mpc_labels_probe.json``).
 
+``--expert mpc_lp`` takes :class:`agents.window_lp.MPCLPPolicy` as the planner (about a tenth of
+MPC's decision time, as good on these levels), and ``--dagger-rounds R`` then lets the planner
+label every state its clones visit (:func:`planner_dagger_round`, ``--dagger-scenarios`` fresh
+scenarios a round, retrained as the pipeline's DAgger stage): MPC as the DAgger expert, at a cost
+the oracle's DAgger solves cannot match.
+
 Measured (paper, 200 scenarios x 3 draws at ``typical``, 100 epochs, 3 network seeds): clairvoyant
 labels 83.1 +- 1.1 % of the oracle at ``typical`` and 82.7 +- 0.7 % at ``poor``, MPC labels 84.3 +-
 0.8 / 81.4 +- 1.6, both concatenated 82.4 +- 2.1 / 81.0 +- 2.7; MPC itself 97.8 / 94.8. No
 difference beyond the network-seed noise, and the MPC dataset takes ~12 times longer to build, so
-the pipeline keeps the clairvoyant expert.
+the pipeline keeps the clairvoyant expert. The ``mpc_lp`` expert with DAgger: docs/training.md.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,7 +52,7 @@ import numpy as np
 
 from agents.demos import DemoDataset, layout_meta
 from agents.oracle_labels import results_or_raise
-from agents.rollouts import Episode, flat_env, record_dict_actions, reset_seed
+from agents.rollouts import Episode, PredictFn, flat_env, record_dict_actions, reset_seed
 from agents.training_scenarios import item_scenario, scenario_item
 from envs.atomic import atomic_path, atomic_write_json
 from envs.scenario import Scenario
@@ -57,6 +63,11 @@ if TYPE_CHECKING:
 
 MPC_WINDOW = 24
 """MPC's default window (periods): the whole ``paper`` day, what the README's MPC scores use."""
+
+EXPERTS = {"mpc": "MPC on the forecast", "mpc_lp": "MPC-LP on the forecast"}
+"""The planners that can label: ``mpc`` (:class:`agents.baselines.MPCPolicy`, the rolling MILP) and
+``mpc_lp`` (:class:`agents.window_lp.MPCLPPolicy`, its LP relaxation kept warm: about a tenth of
+MPC's decision time, so it can label every state a DAgger round visits)."""
 
 PROBE_FILE = "mpc_labels_probe.json"
 """The probe's table in ``--out``."""
@@ -71,15 +82,33 @@ def level_tag(forecast_level: str | float | None) -> str:
     return f"sigma{float(forecast_level):g}"
 
 
+def expert_policy(expert: str, env: Any, window: int, time_limit_s: float, mip_gap: float) -> Any:
+    """The labelling planner ``expert`` (a key of :data:`EXPERTS`) on the Dict ``env``: ``mpc`` with
+    ``window``, ``time_limit_s``, ``mip_gap`` on one thread, or ``mpc_lp`` with ``window`` (an LP: no
+    gap or time limit)."""
+    if expert == "mpc":
+        from agents.baselines import MPCPolicy
+
+        return MPCPolicy(
+            env, window=window, exact=False, time_limit_s=time_limit_s, mip_gap=mip_gap, threads=1
+        )
+    if expert == "mpc_lp":
+        from agents.window_lp import MPCLPPolicy
+
+        return MPCLPPolicy(env, window=window)
+    raise ValueError(f"expert: {expert!r}: choose from {sorted(EXPERTS)}")
+
+
 def mpc_episode(item: dict[str, Any]) -> dict[str, Any]:
-    """Sweep worker: one :class:`~agents.baselines.MPCPolicy` episode on the item's scenario.
+    """Sweep worker: one episode of the item's planner (``expert``, :func:`expert_policy`; ``mpc``
+    if the item has none) on the item's scenario.
 
     The Dict env has the item's ``forecast_level`` and is reset with ``item["reset_seed"]`` (the
-    noise draw's forecast errors); MPC solves with ``window``, ``time_limit_s``, ``mip_gap`` on one
-    thread. Returns MPC's Dict action of every period (JSON lists, floats kept exactly), its return
-    (USD), how many periods fell back to the greedy rule and how many MILPs were solved.
+    noise draw's forecast errors); the planner decides with ``window`` (MPC also with
+    ``time_limit_s``, ``mip_gap``, one thread). Returns its Dict action of every period (JSON lists,
+    floats kept exactly), its return (USD), how many periods fell back to the greedy rule and how
+    many MILPs (LPs for ``mpc_lp``) were solved.
     """
-    from agents.baselines import MPCPolicy
     from envs.dc_env import CarbonAwareDCEnv
 
     sc = item_scenario(item)
@@ -89,13 +118,8 @@ def mpc_episode(item: dict[str, Any]) -> dict[str, Any]:
         forecast_horizon=item["forecast_horizon"],
         forecast_level=item["forecast_level"],
     )
-    policy = MPCPolicy(
-        env,
-        window=item["window"],
-        exact=False,
-        time_limit_s=item["time_limit_s"],
-        mip_gap=item["mip_gap"],
-        threads=1,
+    policy = expert_policy(
+        item.get("expert", "mpc"), env, item["window"], item["time_limit_s"], item["mip_gap"]
     )
     obs, _ = env.reset(seed=item["reset_seed"])
     actions, total, done = [], 0.0, False
@@ -104,7 +128,12 @@ def mpc_episode(item: dict[str, Any]) -> dict[str, Any]:
         actions.append({key: np.asarray(value).tolist() for key, value in action.items()})
         obs, reward, done, _, _ = env.step(action)
         total += float(reward)
-    return {"actions": actions, "return_usd": total, "fallbacks": policy.fallbacks, "solves": policy.solves}
+    return {
+        "actions": actions,
+        "return_usd": total,
+        "fallbacks": policy.fallbacks,
+        "solves": policy.solves,
+    }
 
 
 def replay_actions(
@@ -141,11 +170,14 @@ def mpc_items(
     forecast_horizon: int,
     forecast_level: str | float | None,
     scenarios: Mapping[int, Scenario] | None = None,
+    expert: str = "mpc",
 ) -> list[dict[str, Any]]:
     """The sweep items of :func:`mpc_episode`: one per (seed, draw), in seed-then-draw order.
 
-    Keys name the scenario (``paper-s1234`` or a source scenario's digest), the MPC settings, the
-    forecast level and the draw, so a cache holds every combination apart."""
+    Keys name the scenario (``paper-s1234`` or a source scenario's digest), the planner and its
+    settings, the forecast level and the draw, so a cache holds every combination apart."""
+    if expert not in EXPERTS:
+        raise ValueError(f"expert: {expert!r}: choose from {sorted(EXPERTS)}")
     items = []
     for seed in seeds:
         where = scenario_item(preset, seed, scenarios)
@@ -153,13 +185,14 @@ def mpc_items(
         sc = item_scenario(where)
         for draw in range(draws):
             key = (
-                f"{prefix}-mpc-w{window}-h{forecast_horizon}-{level_tag(forecast_level)}-d{draw}"
+                f"{prefix}-{expert}-w{window}-h{forecast_horizon}-{level_tag(forecast_level)}-d{draw}"
                 f"-gap{mip_gap:g}-tl{time_limit_s:g}"
             )
             items.append(
                 {
                     "key": key,
                     **where,
+                    "expert": expert,
                     "draw": draw,
                     "reset_seed": reset_seed(sc, forecast_level, draw),
                     "window": int(window),
@@ -186,9 +219,11 @@ def build_mpc_dataset(
     forecast_level: str | float | None = None,
     noise_draws: int = 1,
     scenarios: Mapping[int, Scenario] | None = None,
+    expert: str = "mpc",
     **sweep_kwargs: Any,
 ) -> DemoDataset:
-    """MPC's own episodes on ``seeds`` (in parallel) as (flat observation, flat action) pairs.
+    """MPC's own episodes on ``seeds`` (in parallel) as (flat observation, flat action) pairs;
+    ``expert="mpc_lp"`` plays :class:`~agents.window_lp.MPCLPPolicy` instead (same window).
 
     Each scenario is played ``noise_draws`` times with forecast errors (draw d resets with
     ``noise_seed(scenario, d)``, the draws of :func:`agents.imitation.build_oracle_dataset`), once
@@ -221,9 +256,10 @@ def build_mpc_dataset(
         forecast_horizon=forecast_horizon,
         forecast_level=forecast_level,
         scenarios=scenarios,
+        expert=expert,
     )
     results = run_sweep(
-        mpc_episode, items, out_dir=cache_dir, progress=progress, desc="MPC episodes", **sweep_kwargs
+        mpc_episode, items, out_dir=cache_dir, progress=progress, desc=f"{expert} episodes", **sweep_kwargs
     )
     results_or_raise(results, "MPC episodes", 0.05)
     solve_s = time.perf_counter() - tick
@@ -263,8 +299,8 @@ def build_mpc_dataset(
         "base_seed": base_seed,
         "seeds": list(scenario_of),
         "expert": {
-            "name": "mpc",
-            "config": "joint",
+            "name": expert,
+            "config": "joint" if expert == "mpc" else "joint, LP relaxation (agents.window_lp)",
             "window": int(window),
             "time_limit_s": float(time_limit_s),
             "mip_gap": float(mip_gap),
@@ -288,6 +324,76 @@ def build_mpc_dataset(
     return DemoDataset.from_episodes(obs, actions, seed_col, period_col, meta)
 
 
+def planner_dagger_round(
+    predict: PredictFn,
+    preset: str | None,
+    seeds: Sequence[int],
+    round_index: int,
+    *,
+    expert: str = "mpc_lp",
+    window: int = MPC_WINDOW,
+    time_limit_s: float = 10.0,
+    mip_gap: float = 1e-4,
+    forecast_horizon: int = 24,
+    forecast_level: str | float | None = None,
+    scenarios: Mapping[int, Scenario] | None = None,
+) -> tuple[DemoDataset, dict[str, Any]]:
+    """A DAgger round with a planner as the expert (:func:`agents.dagger.dagger_round` asks the
+    clairvoyant oracle instead).
+
+    ``predict`` plays each scenario of ``seeds`` behind the safety layer, as it is deployed (the
+    forecast errors of draw 0, as :func:`agents.rollouts.rollout`); at every visited state the
+    planner ``expert`` (:func:`expert_policy`), built on the same env, gives the action it would
+    play there, which labels the flat observation. All in this process: ``mpc_lp`` labels a state
+    in about 2 ms, so a round needs no parallel sweep. Returns the pairs (``round`` column =
+    ``round_index``, the oracle dataset's layout) and statistics: labels, the policy's mean return
+    (USD), the planner's greedy fallbacks, the wall time.
+    """
+    from agents.safety import safe_flat_env
+
+    tick = time.perf_counter()
+    obs, actions, seed_col, period_col, returns = [], [], [], [], []
+    fallbacks = 0
+    flat = None
+    for seed in seeds:
+        sc = item_scenario(scenario_item(preset, seed, scenarios))
+        flat = safe_flat_env(preset, sc, forecast_horizon, forecast_level)
+        o, _ = flat.reset(seed=reset_seed(sc, forecast_level, 0))
+        planner = expert_policy(expert, flat.unwrapped, window, time_limit_s, mip_gap)
+        rows, labels, total, done = [], [], 0.0, False
+        while not done:
+            label, _ = planner.predict(flat.dict_obs)
+            rows.append(o)
+            labels.append(flat.encode_action(label))
+            o, reward, done, _, _ = flat.step(np.asarray(predict(o), dtype=np.float32))
+            total += float(reward)
+        obs.append(np.stack(rows))
+        actions.append(np.stack(labels))
+        seed_col.append(np.full(len(rows), int(seed)))
+        period_col.append(np.arange(len(rows)))
+        returns.append(total)
+        fallbacks += planner.fallbacks
+    if flat is None:
+        raise ValueError("seeds: a DAgger round needs at least one scenario")
+    stats = {
+        "round": round_index,
+        "expert": expert,
+        "seeds": [int(s) for s in seeds],
+        "labels": int(sum(len(r) for r in obs)),
+        "policy_mean_return_usd": float(np.mean(returns)),
+        "expert_fallbacks": fallbacks,
+        "wall_s": time.perf_counter() - tick,
+    }
+    meta = {
+        "forecast_horizon": forecast_horizon,
+        "forecast_level": forecast_level or None,
+        **layout_meta(flat),
+    }
+    data = DemoDataset.from_episodes(obs, actions, seed_col, period_col, meta)
+    data.round[:] = round_index
+    return data, stats
+
+
 # ------------------------------------------------------------------------------------------- probe
 def _say(msg: str) -> None:
     """One time-stamped progress line on stderr."""
@@ -301,9 +407,10 @@ def mpc_reference(
     forecast_level: str | None,
     cache_dir: Path,
     progress: bool = True,
+    expert: str = "mpc",
     **sweep_kwargs: Any,
 ) -> dict[str, Any]:
-    """MPC itself on the validation seeds with draw 0's forecast errors (the draw
+    """The planner ``expert`` itself on the validation seeds with draw 0's forecast errors (the draw
     :func:`agents.sb3.evaluate_vs_oracle` scores the cloned policies on): mean % of the oracle."""
     items = mpc_items(
         preset,
@@ -314,11 +421,17 @@ def mpc_reference(
         mip_gap=1e-4,
         forecast_horizon=24,
         forecast_level=forecast_level,
+        expert=expert,
     )
     results = run_sweep(
-        mpc_episode, items, out_dir=cache_dir, progress=progress, desc="MPC on validation", **sweep_kwargs
+        mpc_episode,
+        items,
+        out_dir=cache_dir,
+        progress=progress,
+        desc=f"{expert} on validation",
+        **sweep_kwargs,
     )
-    ok = results_or_raise(results, "MPC validation episodes", 0.0)
+    ok = results_or_raise(results, f"{expert} validation episodes", 0.0)
     pcts = [100.0 * r.result["return_usd"] / o for r, o in zip(ok, oracle_usd, strict=True)]
     return {"pct_of_oracle": float(np.mean(pcts)), "fallbacks": sum(int(r.result["fallbacks"]) for r in ok)}
 
@@ -330,20 +443,45 @@ def clone_and_score(
     oracle_usd: Sequence[float],
     eval_levels: Sequence[str],
     model_path: Path | None = None,
+    dagger: Callable[[PredictFn, int], DemoDataset] | None = None,
 ) -> dict[str, Any]:
     """Clone ``data`` into a fresh network of the pipeline (``cfg``: a :class:`TrainConfig`; same
     algorithm, hyperparameters, features extractor, seed, ``BCConfig(epochs=cfg.bc_epochs,
     seed=cfg.seed)`` and fine-tuning ``log_std`` as its BC stage) and score it on ``scenarios`` at
-    each of ``eval_levels`` (% of the oracle's benefit ``oracle_usd``)."""
+    each of ``eval_levels`` (% of the oracle's benefit ``oracle_usd``).
+
+    ``dagger(predict, r)`` (optional): the new pairs of DAgger round ``r`` = 1 .. ``cfg.dagger_rounds``
+    for the current policy (e.g. :func:`planner_dagger_round`); after each round the network is
+    retrained on the aggregate as the pipeline's DAgger stage does (``cfg.dagger_epochs`` at
+    ``cfg.dagger_lr``, validation on BC's validation scenarios) and scored again. Each round's record
+    (the BC record's keys) is in ``dagger``, in order."""
     from agents.bc import BCConfig, behaviour_clone
     from agents.sb3 import (
-        evaluate_vs_oracle,
+        flat_predictor,
         make_model,
         make_vec_env,
         policy_features,
         set_log_std,
         set_torch_threads,
     )
+
+    def record(data: DemoDataset, hist: Any) -> dict[str, Any]:
+        set_log_std(model, cfg.ft_log_std)
+        tick = time.perf_counter()
+        scores = {level: _score(model, scenarios, oracle_usd, cfg.preset, level) for level in eval_levels}
+        return {
+            "rows": len(data),
+            "bc_epochs_run": len(hist.epochs),
+            "best_epoch": hist.best_epoch,
+            "val_loss_before": hist.initial_val["loss"],
+            "val_loss_after": hist.final_val["loss"],
+            "start_acc_after": hist.final_val["start_acc"],
+            "bc_val_seeds": list(hist.val_seeds),
+            "bc_wall_s": hist.wall_s,
+            "eval_wall_s": time.perf_counter() - tick,
+            "pct_of_oracle": {level: s["pct_of_oracle"] for level, s in scores.items()},
+            "benefit_usd": {level: s["benefit_usd"] for level, s in scores.items()},
+        }
 
     set_torch_threads(cfg.torch_threads)
     model = make_model(
@@ -354,28 +492,34 @@ def clone_and_score(
         policy_extra=policy_features(cfg.preset, cfg.window_features),
     )
     hist = behaviour_clone(model.policy, data, BCConfig(epochs=cfg.bc_epochs, seed=cfg.seed))
-    set_log_std(model, cfg.ft_log_std)
+    result = record(data, hist)
+    val_seeds = list(hist.val_seeds)
+    if dagger is not None:
+        result["dagger"] = []
+        for r in range(1, cfg.dagger_rounds + 1):
+            tick = time.perf_counter()
+            data = data.concat(dagger(flat_predictor(model), r))
+            label_s = time.perf_counter() - tick
+            retrain = BCConfig(
+                epochs=cfg.dagger_epochs, seed=cfg.seed, lr=cfg.dagger_lr, patience=None, val_seeds=val_seeds
+            )
+            hist = behaviour_clone(model.policy, data, retrain)
+            result["dagger"].append({**record(data, hist), "round": r, "label_wall_s": label_s})
     if model_path is not None:
         model_path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(model_path) as tmp:
             model.save(tmp)
-    tick = time.perf_counter()
-    scores = {
-        level: evaluate_vs_oracle(model, scenarios, oracle_usd, cfg.preset, level) for level in eval_levels
-    }
-    return {
-        "rows": len(data),
-        "bc_epochs_run": len(hist.epochs),
-        "best_epoch": hist.best_epoch,
-        "val_loss_before": hist.initial_val["loss"],
-        "val_loss_after": hist.final_val["loss"],
-        "start_acc_after": hist.final_val["start_acc"],
-        "bc_val_seeds": list(hist.val_seeds),
-        "bc_wall_s": hist.wall_s,
-        "eval_wall_s": time.perf_counter() - tick,
-        "pct_of_oracle": {level: s["pct_of_oracle"] for level, s in scores.items()},
-        "benefit_usd": {level: s["benefit_usd"] for level, s in scores.items()},
-    }
+    return result
+
+
+def _score(
+    model: Any, scenarios: Sequence[Scenario], oracle_usd: Sequence[float], preset: str, level: str
+) -> Any:
+    """:func:`agents.sb3.evaluate_vs_oracle` (imported when first needed: torch stays out of the
+    sweep workers)."""
+    from agents.sb3 import evaluate_vs_oracle
+
+    return evaluate_vs_oracle(model, scenarios, oracle_usd, preset, level)
 
 
 def expert_pct_on_training(mpc: DemoDataset, oracle: DemoDataset) -> float:
@@ -421,7 +565,8 @@ def paired_difference(row: Mapping[str, Any], base: Mapping[str, Any], level: st
 def format_table(rows: Sequence[Mapping[str, Any]], eval_levels: Sequence[str]) -> str:
     """The probe's table: one line per expert (and MPC itself), % of the oracle per level as mean +-
     standard deviation over network seeds, and each expert's paired difference to the first row.
-    ``dataset s`` is this run's time for the dataset (a cached dataset: the time to read it back);
+    ``dataset s`` is this run's time for the dataset (a cached dataset: the time to read it back; a
+    DAgger row adds one clone's labelling up to that round); ``BC s`` sums the clones' training;
     BC validation losses are on each expert's own labels (how predictable they are), not comparable
     as scores."""
     pct_cols = "".join(f" | % oracle {level}" for level in eval_levels)
@@ -482,6 +627,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--seed", type=int, default=0, help="base seed of the scenario draws and the networks"
     )
+    parser.add_argument(
+        "--expert",
+        default="mpc",
+        choices=sorted(EXPERTS),
+        help="the planner whose labels are compared with the oracle's: mpc (the rolling MILP) or mpc_lp "
+        "(its LP relaxation, about a tenth of its decision time) (default %(default)s)",
+    )
+    parser.add_argument(
+        "--dagger-rounds",
+        type=int,
+        default=0,
+        help="DAgger rounds on the planner's clones, the planner labelling every state the clone visits "
+        "(default %(default)s; the oracle's clones get none here: train.py's DAgger is theirs)",
+    )
+    parser.add_argument(
+        "--dagger-scenarios",
+        type=int,
+        default=200,
+        help="fresh training scenarios per DAgger round (default %(default)s)",
+    )
     parser.add_argument("--mix", action="store_true", help="also clone both datasets concatenated")
     parser.add_argument(
         "--clone-seeds",
@@ -510,6 +675,8 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> lis
         ("val_scenarios", 1),
         ("seed", 0),
         ("clone_seeds", 1),
+        ("dagger_rounds", 0),
+        ("dagger_scenarios", 1),
     ):
         if getattr(args, name) < low:
             parser.error(f"--{name.replace('_', '-')} must be >= {low} (got {getattr(args, name)})")
@@ -540,7 +707,8 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         bc_scenarios=args.scenarios,
         bc_epochs=args.epochs,
-        dagger_rounds=0,
+        dagger_rounds=args.dagger_rounds,
+        dagger_scenarios=args.dagger_scenarios,
         eval_scenarios=args.val_scenarios,
         forecast_level=args.level,
         noise_draws=args.noise_draws,
@@ -554,7 +722,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     plan = cfg.seed_plan()
     val_seeds, train_seeds = plan["validation"], plan["bc"]
-    if min(val_seeds + train_seeds) < TRAIN_SEED_LOW:  # the held-out seeds stay unseen
+    round_seeds = plan.get("dagger", [])
+    if (
+        min(val_seeds + train_seeds + [s for r in round_seeds for s in r]) < TRAIN_SEED_LOW
+    ):  # the held-out seeds stay unseen
         parser.error("seed plan reaches below the training range")
     sweep = cfg.sweep_kwargs()
     timings: dict[str, float] = {}
@@ -595,19 +766,34 @@ def main(argv: list[str] | None = None) -> int:
     _say(f"oracle dataset: {len(oracle_data)} pairs in {timings['oracle_dataset_s']:.0f} s")
 
     tick = time.perf_counter()
-    mpc_data = build_mpc_dataset(args.preset, oracle_data.seeds, cache_dir=out / "cache" / "mpc", **common)
+    expert, expert_label = args.expert, EXPERTS[args.expert]
+    mpc_data = build_mpc_dataset(
+        args.preset, oracle_data.seeds, cache_dir=out / "cache" / "mpc", expert=expert, **common
+    )
     timings["mpc_dataset_s"] = time.perf_counter() - tick
-    mpc_data.save(out / "datasets" / "mpc.npz")
+    mpc_data.save(out / "datasets" / f"{expert}.npz")
     expert_pct = expert_pct_on_training(mpc_data, oracle_data)
     _say(
-        f"MPC dataset: {len(mpc_data)} pairs in {timings['mpc_dataset_s']:.0f} s "
-        f"(MPC earns {expert_pct:.1f} % of the oracle on these episodes, {mpc_data.meta['mpc_fallbacks']} "
-        "fallbacks)"
+        f"{expert} dataset: {len(mpc_data)} pairs in {timings['mpc_dataset_s']:.0f} s "
+        f"({expert} earns {expert_pct:.1f} % of the oracle on these episodes, "
+        f"{mpc_data.meta['mpc_fallbacks']} fallbacks)"
     )
+    dagger_stats: list[dict[str, Any]] = []
+
+    def planner_labels(predict: PredictFn, r: int) -> DemoDataset:
+        new, stats = planner_dagger_round(
+            predict, args.preset, round_seeds[r - 1], r, expert=expert, forecast_level=args.level
+        )
+        dagger_stats.append(stats)
+        _say(
+            f"DAgger round {r}: {stats['labels']} {expert} labels in {stats['wall_s']:.0f} s "
+            f"(policy's mean return {stats['policy_mean_return_usd']:,.0f} USD)"
+        )
+        return new
 
     datasets = [
         ("clairvoyant oracle", "oracle", oracle_data, timings["oracle_dataset_s"]),
-        ("MPC on the forecast", "mpc", mpc_data, timings["mpc_dataset_s"]),
+        (expert_label, expert, mpc_data, timings["mpc_dataset_s"]),
     ]
     if args.mix:
         mixed = oracle_data.concat(mpc_data)
@@ -617,13 +803,14 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     for label, name, data, wall in datasets:
         tick, runs = time.perf_counter(), []
+        dagger = planner_labels if name == expert and args.dagger_rounds else None
         for m in range(args.clone_seeds):
             clone_cfg = dataclasses.replace(cfg, seed=cfg.seed + m)
             path = out / "models" / f"{name}_seed{clone_cfg.seed}.zip"
             runs.append(
                 {
                     "seed": clone_cfg.seed,
-                    **clone_and_score(clone_cfg, data, val_scenarios, oracle_usd, eval_levels, path),
+                    **clone_and_score(clone_cfg, data, val_scenarios, oracle_usd, eval_levels, path, dagger),
                 }
             )
             last = runs[-1]
@@ -636,19 +823,38 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(
             {"labels": label, "dataset": name, "dataset_wall_s": wall, **summarize_clones(runs, eval_levels)}
         )
+        for r in range(1, args.dagger_rounds + 1 if dagger else 1):
+            per_round = [{"seed": run["seed"], **run["dagger"][r - 1]} for run in runs]
+            # each clone labels its own rounds: the dataset's time is the expert's episodes plus one
+            # clone's labelling up to round r (the mean over clones)
+            label_s = float(np.mean([sum(x["label_wall_s"] for x in run["dagger"][:r]) for run in runs]))
+            for x in per_round:
+                scores = ", ".join(f"{lvl} {pct:.1f} %" for lvl, pct in x["pct_of_oracle"].items())
+                _say(f"{label} + DAgger {r}, network seed {x['seed']}: {scores} of the oracle")
+            rows.append(
+                {
+                    "labels": f"{label} + DAgger {r}",
+                    "dataset": f"{name}_dagger{r}",
+                    "dataset_wall_s": wall + label_s,
+                    **summarize_clones(per_round, eval_levels),
+                }
+            )
 
     tick = time.perf_counter()
-    reference = {
-        level: mpc_reference(args.preset, val_kept, oracle_usd, level, out / "cache" / "mpc", **sweep)
-        for level in eval_levels
-    }
-    timings["mpc_reference_s"] = time.perf_counter() - tick
-    rows.append(
-        {
-            "labels": "MPC itself (reference)",
-            "pct_of_oracle": {lvl: r["pct_of_oracle"] for lvl, r in reference.items()},
+    for planner in dict.fromkeys(["mpc", expert]):
+        reference = {
+            level: mpc_reference(
+                args.preset, val_kept, oracle_usd, level, out / "cache" / "mpc", expert=planner, **sweep
+            )
+            for level in eval_levels
         }
-    )
+        rows.append(
+            {
+                "labels": f"{planner} itself (reference)",
+                "pct_of_oracle": {lvl: r["pct_of_oracle"] for lvl, r in reference.items()},
+            }
+        )
+    timings["mpc_reference_s"] = time.perf_counter() - tick
     timings["total_s"] = time.perf_counter() - t_start
     table = format_table(rows, eval_levels)
     print(table)
@@ -661,6 +867,7 @@ def main(argv: list[str] | None = None) -> int:
         "mpc_fallbacks_training": mpc_data.meta["mpc_fallbacks"],
         "oracle_dataset": {"mip_gap": cfg.demo_mip_gap, "time_limit_s": cfg.oracle_time_limit_s},
         "mpc_dataset": mpc_data.meta["expert"],
+        "dagger": dagger_stats,
         "rows": rows,
         "table": table,
         "timings_s": timings,

@@ -296,6 +296,12 @@ class SafeFlatWrapper(FlatObsActionWrapper):
         self._obs = obs
         return self.flatten_obs(obs), info
 
+    @property
+    def dict_obs(self) -> dict[str, np.ndarray]:
+        """The last Dict observation (what a Dict policy would act on here: e.g. a planner labelling
+        the state a DAgger rollout visits)."""
+        return self._obs
+
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         base = self.unwrapped
         decoded = self.decode_action(action, self._mask)
