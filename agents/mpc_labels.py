@@ -261,7 +261,7 @@ def build_mpc_dataset(
     results = run_sweep(
         mpc_episode, items, out_dir=cache_dir, progress=progress, desc=f"{expert} episodes", **sweep_kwargs
     )
-    results_or_raise(results, "MPC episodes", 0.05)
+    results_or_raise(results, f"{expert} episodes", 0.05)
     solve_s = time.perf_counter() - tick
     obs, actions, seed_col, period_col = [], [], [], []
     returns: dict[str, list[float]] = {}
@@ -285,9 +285,9 @@ def build_mpc_dataset(
         fallbacks += int(res.result["fallbacks"])
         solves += int(res.result["solves"])
     if not obs:
-        raise RuntimeError("no MPC episode: the dataset is empty")
+        raise RuntimeError(f"no {expert} episode: the dataset is empty")
     if worst > 1e-9:
-        raise RuntimeError(f"MPC's actions replayed earn another return (relative error {worst:.2e})")
+        raise RuntimeError(f"{expert}'s actions replayed earn another return (relative error {worst:.2e})")
     shape = None if scenarios is None else next(iter(scenario_of.values()))
     flat = flat_env(preset, shape, forecast_horizon=forecast_horizon)
     names = (
@@ -457,6 +457,7 @@ def clone_and_score(
     (the BC record's keys) is in ``dagger``, in order."""
     from agents.bc import BCConfig, behaviour_clone
     from agents.sb3 import (
+        evaluate_vs_oracle,
         flat_predictor,
         make_model,
         make_vec_env,
@@ -468,7 +469,10 @@ def clone_and_score(
     def record(data: DemoDataset, hist: Any) -> dict[str, Any]:
         set_log_std(model, cfg.ft_log_std)
         tick = time.perf_counter()
-        scores = {level: _score(model, scenarios, oracle_usd, cfg.preset, level) for level in eval_levels}
+        scores = {
+            level: evaluate_vs_oracle(model, scenarios, oracle_usd, cfg.preset, level)
+            for level in eval_levels
+        }
         return {
             "rows": len(data),
             "bc_epochs_run": len(hist.epochs),
@@ -510,16 +514,6 @@ def clone_and_score(
         with atomic_path(model_path) as tmp:
             model.save(tmp)
     return result
-
-
-def _score(
-    model: Any, scenarios: Sequence[Scenario], oracle_usd: Sequence[float], preset: str, level: str
-) -> Any:
-    """:func:`agents.sb3.evaluate_vs_oracle` (imported when first needed: torch stays out of the
-    sweep workers)."""
-    from agents.sb3 import evaluate_vs_oracle
-
-    return evaluate_vs_oracle(model, scenarios, oracle_usd, preset, level)
 
 
 def expert_pct_on_training(mpc: DemoDataset, oracle: DemoDataset) -> float:
